@@ -1,0 +1,214 @@
+//! Builds and runs the whole application: database, broker, MQTT connection, writer,
+//! dispatcher and web server. `main` and the tests both go through `Application::build`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use paho_mqtt as paho;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Settings;
+use crate::mqtt::connection::{self, Target};
+use crate::mqtt::dispatcher::Dispatcher;
+use crate::mqtt::{broker, inbound, MqttStats, Topics, INTERNAL_USER};
+use crate::payments::Keys;
+use crate::store::Store;
+use crate::web::{configure, AppState};
+use crate::writer::Writer;
+
+pub struct Application {
+    http: actix_web::dev::Server,
+    http_addr: SocketAddr,
+    broker_addr: Option<SocketAddr>,
+    store: Store,
+    mqtt: paho::AsyncClient,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+/// Stops a running application (tests use it to restart one on the same database).
+#[derive(Clone)]
+pub struct StopHandle {
+    http: actix_web::dev::ServerHandle,
+    mqtt: paho::AsyncClient,
+}
+
+impl StopHandle {
+    pub async fn stop(&self) {
+        let _ = self.mqtt.disconnect(None).await;
+        self.http.stop(true).await;
+    }
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let master = settings.master_key()?;
+        let keys = Keys::new(master);
+        let store = Store::connect(&settings.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "DATABASE_URL: cannot open {}",
+                    redact_url(&settings.database_url)
+                )
+            })?;
+        let topics = Topics::new(&settings.mqtt_topic_prefix);
+        let stats = Arc::new(MqttStats::default());
+
+        let (target, broker_addr, broker_label) = match &settings.mqtt_url {
+            None => {
+                let addr = broker::start(
+                    settings.mqtt_listen,
+                    store.clone(),
+                    keys.internal_mqtt_password(),
+                    tokio::runtime::Handle::current(),
+                )?;
+                let target = Target {
+                    uri: format!("tcp://{}", broker::local_target(addr)),
+                    username: Some(INTERNAL_USER.to_owned()),
+                    password: Some(keys.internal_mqtt_password()),
+                    ca_file: None,
+                    client_id: settings.mqtt_client_id.clone(),
+                };
+                (target, Some(addr), format!("embedded, mqtt://{addr}"))
+            }
+            Some(url) => {
+                let target = Target {
+                    uri: url.clone(),
+                    username: settings.mqtt_username.clone(),
+                    password: settings
+                        .mqtt_password
+                        .as_ref()
+                        .map(|p| p.expose().to_owned()),
+                    ca_file: settings.mqtt_ca_file.clone(),
+                    client_id: settings.mqtt_client_id.clone(),
+                };
+                (target, None, url.clone())
+            }
+        };
+
+        let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+        let (signal_tx, signal_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        let (writer, writer_task) = Writer::spawn(store.clone(), keys.clone(), outbox_tx);
+        let mqtt = connection::start(&target, stats.clone(), inbound_tx, signal_tx.clone())
+            .map_err(|e| anyhow::anyhow!("MQTT_URL: cannot use {}: {e}", target.uri))?;
+        let dispatcher = Dispatcher {
+            client: mqtt.clone(),
+            topics: topics.clone(),
+            store: store.clone(),
+            writer: writer.clone(),
+            stats: stats.clone(),
+        };
+        let dispatcher_task = tokio::spawn(dispatcher.run(outbox_rx, signal_rx));
+        let inbound_task = tokio::spawn(inbound::run(
+            inbound_rx,
+            topics.clone(),
+            writer.clone(),
+            stats.clone(),
+            signal_tx,
+        ));
+
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            writer,
+            settings: Arc::new(settings.clone()),
+            keys,
+            stats,
+            mqtt: mqtt.clone(),
+            topics,
+            broker: broker_label.clone(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(TracingLogger::default())
+                .configure(configure)
+        })
+        .shutdown_timeout(10)
+        .bind(settings.bind)
+        .with_context(|| format!("BIND: cannot listen on {}", settings.bind))?;
+        let http_addr = server.addrs()[0];
+        let http = server.run();
+        tracing::info!(
+            http = %http_addr,
+            public_url = %settings.public_url,
+            broker = %broker_label,
+            database = %redact_url(&settings.database_url),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "coinpulse ready"
+        );
+        Ok(Self {
+            http,
+            http_addr,
+            broker_addr,
+            store,
+            mqtt,
+            tasks: vec![
+                ("database writer", writer_task),
+                ("outbox dispatcher", dispatcher_task),
+                ("MQTT inbound", inbound_task),
+            ],
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The embedded broker's address, when it runs.
+    pub fn broker_addr(&self) -> Option<SocketAddr> {
+        self.broker_addr
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            http: self.http.handle(),
+            mqtt: self.mqtt.clone(),
+        }
+    }
+
+    /// Runs until the web server stops (Ctrl-C / SIGTERM) or a background task dies; a dead
+    /// task is an error, so the process exits non-zero instead of limping on.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Self {
+            http,
+            store,
+            mqtt,
+            tasks,
+            ..
+        } = self;
+        let (names, handles): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
+        let watch = futures::future::select_all(handles);
+        let result = tokio::select! {
+            r = http => r.context("web server failed"),
+            (r, idx, rest) = watch => {
+                for h in rest { h.abort(); }
+                Err(anyhow::anyhow!("{} stopped unexpectedly: {:?}", names[idx], r.err()))
+            }
+        };
+        let _ = mqtt.disconnect(None).await;
+        store.close().await;
+        tracing::info!("coinpulse stopped");
+        result
+    }
+}
+
+/// A database URL with any password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

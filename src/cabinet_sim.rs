@@ -1,0 +1,197 @@
+//! A simulated cabinet that behaves like a real one: logs in with its secret, leaves an
+//! `offline` last will, announces `online` (retained), verifies each pulse's signature,
+//! ignores pulse ids it has already seen, acks every pulse, and can report game over.
+//! `coinpulse cabinet-sim` runs it; the integration tests use it as their cabinet.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paho_mqtt as paho;
+use tokio::sync::mpsc;
+
+use crate::domain::{verify_pulse, wire_time, PulseMessage};
+use crate::mqtt::connection::{connect_options, create_client, Target};
+use crate::mqtt::{GameOverMessage, Topics};
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub machine_id: String,
+    pub secret: String,
+    /// tcp://host:port or ssl://host:port.
+    pub broker: String,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub topic_prefix: String,
+    /// Report game over this long after each credit.
+    pub play_seconds: Option<u64>,
+    /// Seed cabinets never ack; turn off to behave like one.
+    pub ack: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimEvent {
+    /// A new, correctly signed pulse.
+    Credit(PulseMessage),
+    /// A pulse id seen before (a redelivery): acked again, not credited.
+    Duplicate(String),
+    /// A pulse whose signature or format is wrong: ignored.
+    Rejected(String),
+    GameOverSent,
+}
+
+pub struct SimCabinet {
+    client: paho::AsyncClient,
+    topics: Topics,
+    machine_id: String,
+}
+
+impl SimCabinet {
+    /// Connects (retrying until the broker answers) and starts handling pulses.
+    pub async fn connect(
+        opts: SimOptions,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<SimEvent>), paho::Error> {
+        let topics = Topics::new(&opts.topic_prefix);
+        let target = Target {
+            uri: opts.broker.clone(),
+            username: Some(opts.machine_id.clone()),
+            password: Some(opts.secret.clone()),
+            ca_file: opts.ca_file.clone(),
+            client_id: format!("cabinet-{}", opts.machine_id),
+        };
+        let client = create_client(&target)?;
+        let will =
+            paho::Message::new_retained(topics.status(&opts.machine_id), "offline", paho::QOS_1);
+        let conn_opts = connect_options(&target, false, Some(will))?;
+
+        let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<paho::Message>();
+        client.set_message_callback(move |_, msg| {
+            if let Some(m) = msg {
+                let _ = raw_tx.send(m);
+            }
+        });
+        {
+            let topics = topics.clone();
+            let id = opts.machine_id.clone();
+            // On every (re)connect: announce ourselves and make sure we are subscribed.
+            client.set_connected_callback(move |c| {
+                c.publish(paho::Message::new_retained(
+                    topics.status(&id),
+                    "online",
+                    paho::QOS_1,
+                ));
+                c.subscribe(topics.coinpulse(&id), paho::QOS_1);
+            });
+        }
+        client.connect(conn_opts).await?;
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+        let worker = client.clone();
+        let worker_topics = topics.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = raw_rx.recv().await {
+                let event = match verify_pulse(msg.payload(), &opts.secret) {
+                    Err(e) => SimEvent::Rejected(e.to_string()),
+                    Ok(p) if p.machine_id != opts.machine_id => {
+                        SimEvent::Rejected(format!("pulse for {} arrived here", p.machine_id))
+                    }
+                    Ok(p) => {
+                        let first = seen.lock().expect("seen set").insert(p.id.clone());
+                        if opts.ack {
+                            let ack = serde_json::json!({ "id": p.id }).to_string();
+                            worker.publish(paho::Message::new(
+                                worker_topics.ack(&opts.machine_id),
+                                ack,
+                                paho::QOS_1,
+                            ));
+                        }
+                        if first {
+                            if let Some(secs) = opts.play_seconds {
+                                let c = worker.clone();
+                                let t = worker_topics.clone();
+                                let id = opts.machine_id.clone();
+                                let tx = events_tx.clone();
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                                    if publish_game_over(&c, &t, &id, Some(secs as i64), None)
+                                        .await
+                                        .is_ok()
+                                    {
+                                        let _ = tx.send(SimEvent::GameOverSent);
+                                    }
+                                });
+                            }
+                            SimEvent::Credit(p)
+                        } else {
+                            SimEvent::Duplicate(p.id)
+                        }
+                    }
+                };
+                if events_tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok((
+            Self {
+                client,
+                topics,
+                machine_id: target.username.unwrap_or_default(),
+            },
+            events_rx,
+        ))
+    }
+
+    pub async fn game_over(&self, score: Option<i64>) -> Result<(), paho::Error> {
+        publish_game_over(&self.client, &self.topics, &self.machine_id, None, score).await
+    }
+
+    /// Publishes raw bytes on one of this cabinet's topics (tests use it to send garbage).
+    pub async fn publish_raw(&self, topic: &str, payload: &[u8]) -> Result<(), paho::Error> {
+        self.client
+            .publish(paho::Message::new(topic, payload, paho::QOS_1))
+            .await
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// A clean goodbye: status offline (retained), then disconnect.
+    pub async fn disconnect(self) {
+        let _ = self
+            .client
+            .publish(paho::Message::new_retained(
+                self.topics.status(&self.machine_id),
+                "offline",
+                paho::QOS_1,
+            ))
+            .await;
+        let _ = self.client.disconnect(None).await;
+    }
+}
+
+async fn publish_game_over(
+    client: &paho::AsyncClient,
+    topics: &Topics,
+    machine_id: &str,
+    play_seconds: Option<i64>,
+    score: Option<i64>,
+) -> Result<(), paho::Error> {
+    let msg = GameOverMessage {
+        machine_id: machine_id.to_owned(),
+        status: "game_over".into(),
+        timestamp: Some(wire_time(chrono::Utc::now())),
+        score,
+        play_seconds,
+        id: Some(uuid::Uuid::now_v7().to_string()),
+    };
+    let payload = serde_json::to_string(&msg).expect("serialisable");
+    client
+        .publish(paho::Message::new(
+            topics.gameover(machine_id),
+            payload,
+            paho::QOS_1,
+        ))
+        .await
+}

@@ -1,0 +1,190 @@
+//! `coinpulse cabinet …`: the same operations as the JSON API, on the configured database.
+
+use clap::{Args, Subcommand};
+
+use crate::cabinets::{self, CabinetInput, CabinetUpdate};
+use crate::config::Settings;
+use crate::domain::{parse_amount, Currency, Money};
+use crate::payments::Keys;
+use crate::store::{Cabinet, Store};
+
+#[derive(Debug, Subcommand)]
+pub enum CabinetCommand {
+    /// Register a cabinet and print its MQTT credentials (the secret is shown only once).
+    Add(AddArgs),
+    /// List all cabinets.
+    List,
+    /// Show one cabinet.
+    Show { machine_id: String },
+    /// Change the price per credit (and optionally the currency).
+    SetPrice {
+        machine_id: String,
+        /// Price per credit: 150 (minor units, cents) or 1.50.
+        price: String,
+        #[arg(long)]
+        currency: Option<String>,
+    },
+    /// Stop taking payments for a cabinet (its payments go to review).
+    Disable { machine_id: String },
+    /// Take payments for a cabinet again.
+    Enable { machine_id: String },
+    /// Issue a new MQTT secret; the old one stops working.
+    RotateSecret { machine_id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// 1–64 characters of letters, digits, '_' and '-'.
+    #[arg(long)]
+    machine_id: String,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value = "")]
+    game: String,
+    #[arg(long, default_value = "")]
+    location: String,
+    /// Price per credit: 100 (minor units, cents) or 1.00.
+    #[arg(long)]
+    price: String,
+    #[arg(long, default_value = "usd")]
+    currency: String,
+}
+
+pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()> {
+    let store = Store::connect(&settings.database_url).await?;
+    let keys = Keys::new(settings.master_key()?);
+    match cmd {
+        CabinetCommand::Add(a) => {
+            let currency = Currency::parse(&a.currency).map_err(anyhow::Error::msg)?;
+            let input = CabinetInput {
+                machine_id: a.machine_id,
+                name: a.name,
+                game: a.game,
+                location: a.location,
+                price_minor: parse_amount(&a.price, &currency).map_err(anyhow::Error::msg)?,
+                currency: a.currency,
+                enabled: Some(true),
+            };
+            let reg = cabinets::register(&store, &keys, &input).await?;
+            print_cabinet(&reg.cabinet);
+            print_credentials(settings, &reg.cabinet.machine_id, &reg.secret);
+        }
+        CabinetCommand::List => {
+            let all = store.cabinets().await?;
+            if all.is_empty() {
+                println!("No cabinets yet. Add one with: coinpulse cabinet add --machine-id cab-1 --price 1.00");
+            }
+            for c in all {
+                println!(
+                    "{:<24} {:<28} {:>12}  {}  {}",
+                    c.machine_id,
+                    truncate(&c.name, 28),
+                    price(&c),
+                    if c.enabled { "enabled " } else { "disabled" },
+                    if c.online { "online" } else { "offline" }
+                );
+            }
+        }
+        CabinetCommand::Show { machine_id } => match store.cabinet(&machine_id).await? {
+            Some(c) => print_cabinet(&c),
+            None => anyhow::bail!("no cabinet with machine_id {machine_id:?}"),
+        },
+        CabinetCommand::SetPrice {
+            machine_id,
+            price: text,
+            currency,
+        } => {
+            let current = store
+                .cabinet(&machine_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no cabinet with machine_id {machine_id:?}"))?;
+            let cur = Currency::parse(currency.as_deref().unwrap_or(&current.currency))
+                .map_err(anyhow::Error::msg)?;
+            let update = CabinetUpdate {
+                price_minor: Some(parse_amount(&text, &cur).map_err(anyhow::Error::msg)?),
+                currency: Some(cur.as_str().to_owned()),
+                ..Default::default()
+            };
+            print_cabinet(&cabinets::update(&store, &machine_id, &update).await?);
+        }
+        CabinetCommand::Disable { machine_id } => {
+            let u = CabinetUpdate {
+                enabled: Some(false),
+                ..Default::default()
+            };
+            print_cabinet(&cabinets::update(&store, &machine_id, &u).await?);
+        }
+        CabinetCommand::Enable { machine_id } => {
+            let u = CabinetUpdate {
+                enabled: Some(true),
+                ..Default::default()
+            };
+            print_cabinet(&cabinets::update(&store, &machine_id, &u).await?);
+        }
+        CabinetCommand::RotateSecret { machine_id } => {
+            let secret = cabinets::rotate_secret(&store, &keys, &machine_id).await?;
+            print_credentials(settings, &machine_id, &secret);
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn price(c: &Cabinet) -> String {
+    match Currency::parse(&c.currency) {
+        Ok(currency) => Money {
+            minor: c.price_minor,
+            currency,
+        }
+        .to_string(),
+        Err(_) => format!("{} {}", c.price_minor, c.currency),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn print_cabinet(c: &Cabinet) {
+    println!("machine_id:  {}", c.machine_id);
+    println!("name:        {}", c.name);
+    if !c.game.is_empty() {
+        println!("game:        {}", c.game);
+    }
+    if !c.location.is_empty() {
+        println!("location:    {}", c.location);
+    }
+    println!("price:       {} per credit", price(c));
+    println!("enabled:     {}", if c.enabled { "yes" } else { "no" });
+    println!(
+        "status:      {}{}",
+        if c.online { "online" } else { "offline" },
+        c.last_seen_at
+            .as_deref()
+            .map(|t| format!(" (last seen {t})"))
+            .unwrap_or_default()
+    );
+}
+
+fn print_credentials(settings: &Settings, machine_id: &str, secret: &str) {
+    let broker = settings.mqtt_url.clone().unwrap_or_else(|| {
+        format!(
+            "tcp://<this server's address>:{}",
+            settings.mqtt_listen.port()
+        )
+    });
+    let prefix = &settings.mqtt_topic_prefix;
+    println!();
+    println!("MQTT credentials for the cabinet (the secret is shown only now):");
+    println!("  broker:    {broker}");
+    println!("  username:  {machine_id}");
+    println!("  secret:    {secret}");
+    println!("  receives:  {prefix}/{machine_id}/coinpulse");
+    println!("  sends:     {prefix}/{machine_id}/gameover, …/ack, …/status");
+    println!();
+    println!("Try it: coinpulse cabinet-sim --machine-id {machine_id} --secret {secret}");
+}

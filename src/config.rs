@@ -1,0 +1,315 @@
+//! Settings from flags, environment and `.env` (flags win, then the environment, then
+//! `.env`), validated once at start so the rest of the program holds only valid values.
+
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+/// A secret string: never printed by `Debug`, so it cannot leak into logs by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    let trimmed = s.trim().trim_end_matches('/');
+    if (trimmed.starts_with("http://") || trimmed.starts_with("https://")) && trimmed.len() > 8 {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(format!("expected an http:// or https:// URL, got {s:?}"))
+    }
+}
+
+fn parse_mqtt_url(s: &str) -> Result<String, String> {
+    let ok = ["tcp://", "ssl://", "mqtt://", "mqtts://"]
+        .iter()
+        .any(|p| s.starts_with(p) && s.len() > p.len());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "expected tcp://host:port or ssl://host:port, got {s:?}"
+        ))
+    }
+}
+
+fn parse_topic_prefix(s: &str) -> Result<String, String> {
+    let p = s.trim_matches('/');
+    if p.is_empty() || p.contains(['+', '#']) {
+        Err("must be a plain topic path like arcade/machine (no wildcards)".into())
+    } else {
+        Ok(p.to_owned())
+    }
+}
+
+/// Every setting, usable by every subcommand. Each also reads the environment variable of
+/// the same name in upper case.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the web server listens on.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080", global = true)]
+    pub bind: SocketAddr,
+
+    /// The URL players and Stripe reach this server at (used in QR codes and redirects).
+    #[arg(long, env = "PUBLIC_URL", default_value = "http://localhost:8080", value_parser = parse_http_url, global = true)]
+    pub public_url: String,
+
+    /// Database: a SQLite file path or sqlite:// URL (created on first run), or postgres://…
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://coinpulse.db",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Stripe webhook signing secret (whsec_…), from the Stripe dashboard or `stripe listen`.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", value_parser = parse_secret, hide_env_values = true, global = true)]
+    pub stripe_webhook_secret: Option<Secret>,
+
+    /// Stripe secret API key (sk_…); STRIPE_API_KEY is accepted too.
+    #[arg(long, env = "STRIPE_SECRET_KEY", value_parser = parse_secret, hide_env_values = true, global = true)]
+    pub stripe_secret_key: Option<Secret>,
+
+    /// Base URL of Stripe's API; tests and demos point it at a local fake.
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com", value_parser = parse_http_url, global = true)]
+    pub stripe_api_base: String,
+
+    /// External MQTT broker (tcp://host:1883 or ssl://host:8883). Unset: run the embedded broker.
+    #[arg(long, env = "MQTT_URL", value_parser = parse_mqtt_url, global = true)]
+    pub mqtt_url: Option<String>,
+
+    /// Username for the external broker.
+    #[arg(long, env = "MQTT_USERNAME", global = true)]
+    pub mqtt_username: Option<String>,
+
+    /// Password for the external broker.
+    #[arg(long, env = "MQTT_PASSWORD", value_parser = parse_secret, hide_env_values = true, global = true)]
+    pub mqtt_password: Option<Secret>,
+
+    /// CA certificate (PEM) for ssl:// brokers, like the seed's ca.crt.
+    #[arg(long, env = "MQTT_CA_FILE", global = true)]
+    pub mqtt_ca_file: Option<PathBuf>,
+
+    /// Topic prefix; cabinets use {prefix}/{machine_id}/coinpulse and …/gameover.
+    #[arg(long, env = "MQTT_TOPIC_PREFIX", default_value = "arcade/machine", value_parser = parse_topic_prefix, global = true)]
+    pub mqtt_topic_prefix: String,
+
+    /// The server's MQTT client id; replicas sharing a broker each need their own.
+    #[arg(
+        long,
+        env = "MQTT_CLIENT_ID",
+        default_value = "coinpulse-server",
+        global = true
+    )]
+    pub mqtt_client_id: String,
+
+    /// Where the embedded broker listens for cabinets (only without MQTT_URL).
+    #[arg(
+        long,
+        env = "MQTT_LISTEN",
+        default_value = "0.0.0.0:1883",
+        global = true
+    )]
+    pub mqtt_listen: SocketAddr,
+
+    /// Bearer token for the /api/v1 JSON API and /create-payment-link. Unset: API disabled.
+    #[arg(long, env = "API_TOKEN", value_parser = parse_secret, hide_env_values = true, global = true)]
+    pub api_token: Option<Secret>,
+
+    /// Master secret for sessions and cabinet secrets. Unset: generated once and kept in
+    /// coinpulse.secret beside the database (owner-only permissions).
+    #[arg(long, env = "SECRET_KEY", value_parser = parse_secret, hide_env_values = true, global = true)]
+    pub secret_key: Option<Secret>,
+
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl Settings {
+    /// Applies the fallbacks clap cannot express.
+    pub fn finish(mut self) -> Self {
+        if self.stripe_secret_key.is_none() {
+            if let Ok(key) = std::env::var("STRIPE_API_KEY") {
+                if !key.trim().is_empty() {
+                    self.stripe_secret_key = Some(Secret(key));
+                }
+            }
+        }
+        self.database_url = normalise_database_url(&self.database_url);
+        self
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres:") || self.database_url.starts_with("postgresql:")
+    }
+
+    /// The SQLite file, when the database is one.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.database_url.strip_prefix("sqlite:")?;
+        let rest = rest.trim_start_matches("//");
+        let path = rest.split('?').next().unwrap_or(rest);
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+    }
+
+    /// The master key: SECRET_KEY, or the key file beside the database (created if absent).
+    pub fn master_key(&self) -> Result<Vec<u8>, ConfigError> {
+        if let Some(key) = &self.secret_key {
+            if key.expose().len() < 16 {
+                return Err(ConfigError {
+                    setting: "SECRET_KEY",
+                    message: "must be at least 16 characters (32 random bytes recommended)".into(),
+                });
+            }
+            return Ok(key.expose().as_bytes().to_vec());
+        }
+        let dir = self
+            .sqlite_path()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let path = dir.join("coinpulse.secret");
+        load_or_create_key_file(&path).map_err(|e| ConfigError {
+            setting: "SECRET_KEY",
+            message: format!(
+                "unset, and the key file {} could not be used: {e}",
+                path.display()
+            ),
+        })
+    }
+}
+
+/// Lets owners write a plain path (`data/coinpulse.db`) and makes SQLite create the file.
+fn normalise_database_url(url: &str) -> String {
+    let url = url.trim();
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        return url.to_owned();
+    }
+    let with_scheme = if url.starts_with("sqlite:") {
+        url.to_owned()
+    } else {
+        format!("sqlite://{url}")
+    };
+    if with_scheme.contains("mode=") {
+        with_scheme
+    } else if with_scheme.contains('?') {
+        format!("{with_scheme}&mode=rwc")
+    } else {
+        format!("{with_scheme}?mode=rwc")
+    }
+}
+
+fn load_or_create_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "file is too short to be a key",
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let key = crate::domain::random_token(32);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(mut f) => {
+            f.write_all(key.as_bytes())?;
+            f.sync_all()?;
+            tracing::info!(path = %path.display(), "generated a new SECRET_KEY and saved it (owner-only); back it up with the database");
+            Ok(key.into_bytes())
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(std::fs::read_to_string(path)?.trim().as_bytes().to_vec())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_normalised() {
+        assert_eq!(
+            normalise_database_url("coinpulse.db"),
+            "sqlite://coinpulse.db?mode=rwc"
+        );
+        assert_eq!(
+            normalise_database_url("sqlite:///var/lib/c.db"),
+            "sqlite:///var/lib/c.db?mode=rwc"
+        );
+        assert_eq!(
+            normalise_database_url("sqlite://x.db?mode=ro"),
+            "sqlite://x.db?mode=ro"
+        );
+        assert_eq!(
+            normalise_database_url("postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret([redacted])"
+        );
+    }
+
+    #[test]
+    fn key_file_is_created_once_with_owner_only_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k/coinpulse.secret");
+        let a = load_or_create_key_file(&path).unwrap();
+        let b = load_or_create_key_file(&path).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Money as integer minor units plus an ISO 4217 currency; never floats.
+
+use std::fmt;
+
+/// A lower-case ISO 4217 code, as Stripe writes them (`usd`, `eur`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        if lower.len() == 3 && lower.bytes().all(|b| b.is_ascii_lowercase()) {
+            Ok(Self(lower))
+        } else {
+            Err(format!(
+                "currency must be a 3-letter ISO code like usd or eur, got {s:?}"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Digits after the decimal point. Stripe's zero-decimal currencies have none.
+    pub fn decimals(&self) -> u32 {
+        const ZERO_DECIMAL: &[&str] = &[
+            "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd",
+            "vuv", "xaf", "xof", "xpf",
+        ];
+        if ZERO_DECIMAL.contains(&self.0.as_str()) {
+            0
+        } else {
+            2
+        }
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: Currency,
+}
+
+impl fmt::Display for Money {
+    /// `1.50 USD`: unambiguous for any currency without a symbol table.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let code = self.currency.as_str().to_ascii_uppercase();
+        match self.currency.decimals() {
+            0 => write!(f, "{} {code}", self.minor),
+            _ => {
+                let sign = if self.minor < 0 { "-" } else { "" };
+                let abs = self.minor.unsigned_abs();
+                write!(f, "{sign}{}.{:02} {code}", abs / 100, abs % 100)
+            }
+        }
+    }
+}
+
+/// Parses an owner-typed price: `150` is minor units (cents); `1.50` is major units.
+pub fn parse_amount(text: &str, currency: &Currency) -> Result<i64, String> {
+    let t = text.trim();
+    let bad = || format!("{text:?} is not a price (write 150 for cents, or 1.50)");
+    let minor = match t.split_once('.') {
+        None => t.parse::<i64>().map_err(|_| bad())?,
+        Some((whole, frac)) => {
+            let places = currency.decimals() as usize;
+            if places == 0
+                || frac.is_empty()
+                || frac.len() > places
+                || !frac.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(bad());
+            }
+            let whole: i64 = if whole.is_empty() {
+                0
+            } else {
+                whole.parse().map_err(|_| bad())?
+            };
+            let frac_val: i64 = format!("{frac:0<places$}").parse().map_err(|_| bad())?;
+            whole
+                .checked_mul(10i64.pow(places as u32))
+                .and_then(|w| w.checked_add(frac_val))
+                .ok_or_else(bad)?
+        }
+    };
+    if minor <= 0 {
+        return Err("price must be greater than zero".into());
+    }
+    Ok(minor)
+}
+
+/// Credits bought by `amount` at `price_per_credit`, rounded down: a player is never
+/// given a credit they did not fully pay for. Zero or negative inputs buy nothing.
+pub fn credits_for_amount(amount_minor: i64, price_per_credit_minor: i64) -> i64 {
+    if amount_minor <= 0 || price_per_credit_minor <= 0 {
+        return 0;
+    }
+    amount_minor / price_per_credit_minor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credits_round_down() {
+        assert_eq!(credits_for_amount(100, 100), 1);
+        assert_eq!(credits_for_amount(250, 100), 2);
+        assert_eq!(credits_for_amount(99, 100), 0);
+        assert_eq!(credits_for_amount(0, 100), 0);
+        assert_eq!(credits_for_amount(100, 0), 0);
+        assert_eq!(credits_for_amount(-100, 100), 0);
+    }
+
+    #[test]
+    fn amounts_parse_as_minor_or_major_units() {
+        let usd = Currency::parse("usd").unwrap();
+        let jpy = Currency::parse("jpy").unwrap();
+        assert_eq!(parse_amount("150", &usd), Ok(150));
+        assert_eq!(parse_amount("1.50", &usd), Ok(150));
+        assert_eq!(parse_amount("1.5", &usd), Ok(150));
+        assert_eq!(parse_amount("0.05", &usd), Ok(5));
+        assert!(parse_amount("1.505", &usd).is_err());
+        assert!(parse_amount("0", &usd).is_err());
+        assert!(parse_amount("-1", &usd).is_err());
+        assert!(parse_amount("abc", &usd).is_err());
+        assert!(parse_amount("1.5", &jpy).is_err());
+        assert_eq!(parse_amount("500", &jpy), Ok(500));
+    }
+
+    #[test]
+    fn currency_parse_normalises() {
+        assert_eq!(Currency::parse("USD").unwrap().as_str(), "usd");
+        assert!(Currency::parse("us").is_err());
+        assert!(Currency::parse("u$d").is_err());
+    }
+
+    #[test]
+    fn money_formats_with_code() {
+        let usd = Currency::parse("usd").unwrap();
+        let jpy = Currency::parse("jpy").unwrap();
+        assert_eq!(
+            Money {
+                minor: 250,
+                currency: usd.clone()
+            }
+            .to_string(),
+            "2.50 USD"
+        );
+        assert_eq!(
+            Money {
+                minor: 5,
+                currency: usd
+            }
+            .to_string(),
+            "0.05 USD"
+        );
+        assert_eq!(
+            Money {
+                minor: 500,
+                currency: jpy
+            }
+            .to_string(),
+            "500 JPY"
+        );
+    }
+}

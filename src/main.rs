@@ -1,0 +1,37 @@
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use coinpulse::cli::{self, Cli};
+
+fn main() -> std::process::ExitCode {
+    // .env fills in only what the environment does not already set.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    init_tracing(&cli.settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line, naming the setting when a setting is at fault.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,rumqttd=warn,actix_server=warn,paho_mqtt=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,140 @@
+//! The server's one MQTT connection (paho): persistent session, automatic reconnect with
+//! backoff, and callbacks that feed the dispatcher and the inbound handler.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paho_mqtt as paho;
+use tokio::sync::mpsc;
+
+use super::MqttStats;
+
+/// Where and as whom to connect.
+#[derive(Clone)]
+pub struct Target {
+    pub uri: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub client_id: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("uri", &self.uri)
+            .field("username", &self.username)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// paho speaks `tcp://` and `ssl://`; owners often write `mqtt://` and `mqtts://`.
+pub fn paho_uri(uri: &str) -> String {
+    if let Some(rest) = uri.strip_prefix("mqtts://") {
+        format!("ssl://{rest}")
+    } else if let Some(rest) = uri.strip_prefix("mqtt://") {
+        format!("tcp://{rest}")
+    } else {
+        uri.to_owned()
+    }
+}
+
+pub fn create_client(target: &Target) -> Result<paho::AsyncClient, paho::Error> {
+    paho::CreateOptionsBuilder::new()
+        .server_uri(paho_uri(&target.uri))
+        .client_id(&target.client_id)
+        // The outbox table is our persistence; paho's own files would only duplicate it.
+        .persistence(None)
+        .create_client()
+}
+
+pub fn connect_options(
+    target: &Target,
+    clean_session: bool,
+    will: Option<paho::Message>,
+) -> Result<paho::ConnectOptions, paho::Error> {
+    let mut b = paho::ConnectOptionsBuilder::new();
+    b.keep_alive_interval(Duration::from_secs(20))
+        .clean_session(clean_session)
+        .connect_timeout(Duration::from_secs(5))
+        .automatic_reconnect(Duration::from_secs(1), Duration::from_secs(30));
+    if let Some(u) = &target.username {
+        b.user_name(u);
+    }
+    if let Some(p) = &target.password {
+        b.password(p);
+    }
+    if let Some(w) = will {
+        b.will_message(w);
+    }
+    if paho_uri(&target.uri).starts_with("ssl://") {
+        let mut ssl = paho::SslOptionsBuilder::new();
+        if let Some(ca) = &target.ca_file {
+            ssl.trust_store(ca)?;
+        }
+        b.ssl_options(ssl.finalize());
+    }
+    Ok(b.finalize())
+}
+
+/// Connects, retrying with backoff until it succeeds. After the first success paho's
+/// automatic reconnect takes over.
+pub async fn connect_until_up(client: &paho::AsyncClient, opts: paho::ConnectOptions, what: &str) {
+    let mut delay = Duration::from_millis(25);
+    loop {
+        match client.connect(opts.clone()).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(broker = %client.server_uri(), error = %e, retry_in_ms = delay.as_millis() as u64,
+                    "{what}: MQTT broker unreachable, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Events the dispatcher reacts to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    Connected,
+    CabinetOnline(String),
+}
+
+/// Starts the server's connection in the background and returns its client at once, so the
+/// web server can accept payments while the broker is still unreachable.
+pub fn start(
+    target: &Target,
+    stats: Arc<MqttStats>,
+    inbound: mpsc::UnboundedSender<paho::Message>,
+    signals: mpsc::UnboundedSender<Signal>,
+) -> Result<paho::AsyncClient, paho::Error> {
+    let client = create_client(target)?;
+    let opts = connect_options(target, false, None)?;
+    {
+        let stats = stats.clone();
+        client.set_connected_callback(move |c| {
+            stats.connected.store(true, Ordering::Relaxed);
+            tracing::info!(broker = %c.server_uri(), "MQTT connected");
+            let _ = signals.send(Signal::Connected);
+        });
+    }
+    {
+        let stats = stats.clone();
+        client.set_connection_lost_callback(move |c| {
+            stats.connected.store(false, Ordering::Relaxed);
+            tracing::warn!(broker = %c.server_uri(), "MQTT connection lost; reconnecting");
+        });
+    }
+    client.set_message_callback(move |_, msg| {
+        if let Some(msg) = msg {
+            let _ = inbound.send(msg);
+        }
+    });
+    let bg = client.clone();
+    tokio::spawn(async move { connect_until_up(&bg, opts, "server").await });
+    Ok(client)
+}

@@ -1,0 +1,514 @@
+//! The money path: a verified Stripe event becomes a payment row and, when it buys
+//! credits, a signed pulse in the outbox, all inside the writer's transaction.
+
+use std::sync::Arc;
+
+use crate::domain::{
+    credits_for_amount, derive_cabinet_secret, now_db, sign_pulse, wire_time, Currency, MachineId,
+    PulseMessage, PulseSource,
+};
+use crate::store::tx::{self, Conn, NewPayment, NewPulse};
+use crate::store::{Cabinet, OutboxPulse};
+use crate::stripe::webhook::{Charge, CheckoutSession, Event, EventBody};
+
+/// Derives cabinet secrets from the master key; shared by the writer, the broker's
+/// authentication and the API that shows a new secret once.
+#[derive(Clone)]
+pub struct Keys {
+    master: Arc<Vec<u8>>,
+}
+
+impl Keys {
+    pub fn new(master: Vec<u8>) -> Self {
+        Self {
+            master: Arc::new(master),
+        }
+    }
+
+    pub fn cabinet_secret(&self, machine_id: &str, salt: &str) -> String {
+        derive_cabinet_secret(&self.master, machine_id, salt)
+    }
+
+    /// The password the server's own MQTT client uses on the embedded broker.
+    pub fn internal_mqtt_password(&self) -> String {
+        derive_cabinet_secret(&self.master, "$coinpulse-server", "internal")
+    }
+}
+
+/// What became of a webhook, stored as `stripe_events.outcome`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Credited,
+    /// Seen before (same event id, or a session already settled).
+    Duplicate,
+    Review(String),
+    /// Paid later by an asynchronous method; no credits yet.
+    Waiting,
+    Failed,
+    Expired,
+    Refunded,
+    /// A refund for a payment coinpulse never saw.
+    Unmatched,
+    Ignored,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Credited => "credited",
+            Self::Duplicate => "duplicate",
+            Self::Review(_) => "review",
+            Self::Waiting => "waiting",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Refunded => "refunded",
+            Self::Unmatched => "unmatched",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookOutcome {
+    pub outcome: Outcome,
+    pub payment_id: Option<String>,
+    pub pulse: Option<OutboxPulse>,
+}
+
+impl WebhookOutcome {
+    fn of(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            payment_id: None,
+            pulse: None,
+        }
+    }
+}
+
+/// Runs inside the writer's transaction. The event id's uniqueness makes a replay a no-op;
+/// the checkout session's uniqueness makes two event types for one session credit once.
+pub async fn apply_event(
+    conn: &mut Conn,
+    keys: &Keys,
+    ev: &Event,
+) -> Result<WebhookOutcome, sqlx::Error> {
+    let now = now_db();
+    let object_id = match &ev.body {
+        EventBody::CheckoutCompleted(s)
+        | EventBody::CheckoutAsyncSucceeded(s)
+        | EventBody::CheckoutAsyncFailed(s)
+        | EventBody::CheckoutExpired(s) => Some(s.id.as_str()),
+        EventBody::ChargeRefunded(c) => Some(c.id.as_str()),
+        EventBody::Other => None,
+    };
+    if !tx::insert_event(conn, &ev.id, &ev.kind, ev.livemode, object_id, &now).await? {
+        return Ok(WebhookOutcome::of(Outcome::Duplicate));
+    }
+    let result = match &ev.body {
+        EventBody::CheckoutCompleted(s) => match s.payment_status.as_str() {
+            "paid" | "no_payment_required" => credit(conn, keys, ev, s, &now).await?,
+            _ => record_pending(conn, ev, s, &now).await?,
+        },
+        EventBody::CheckoutAsyncSucceeded(s) => credit(conn, keys, ev, s, &now).await?,
+        EventBody::CheckoutAsyncFailed(s) => {
+            close_pending(conn, s, "failed", Outcome::Failed, &now).await?
+        }
+        EventBody::CheckoutExpired(s) => {
+            close_pending(conn, s, "expired", Outcome::Expired, &now).await?
+        }
+        EventBody::ChargeRefunded(c) => refund(conn, c, &now).await?,
+        EventBody::Other => WebhookOutcome::of(Outcome::Ignored),
+    };
+    tx::set_event_outcome(
+        conn,
+        &ev.id,
+        result.outcome.as_str(),
+        result.payment_id.as_deref(),
+    )
+    .await?;
+    Ok(result)
+}
+
+/// How a paid session should be booked, decided from the session and its cabinet.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Booking {
+    pub machine_id: Option<String>,
+    pub credits: i64,
+    pub review_reason: Option<String>,
+}
+
+/// Pure: which cabinet, how many credits, and whether a person must look at it.
+pub fn book(s: &CheckoutSession, cabinet: Option<&Cabinet>) -> Booking {
+    let raw_id = s
+        .metadata
+        .get("machine_id")
+        .cloned()
+        .or_else(|| s.client_reference_id.clone());
+    let review = |machine_id: Option<String>, reason: String| Booking {
+        machine_id,
+        credits: 0,
+        review_reason: Some(reason),
+    };
+    let Some(raw_id) = raw_id else {
+        return review(
+            None,
+            "no machine_id in metadata or client_reference_id".into(),
+        );
+    };
+    if MachineId::parse(&raw_id).is_err() {
+        return review(None, format!("invalid machine_id {raw_id:?}"));
+    }
+    let Some(cabinet) = cabinet else {
+        return review(Some(raw_id.clone()), format!("unknown cabinet {raw_id}"));
+    };
+    let machine_id = Some(cabinet.machine_id.clone());
+    if !cabinet.enabled {
+        return review(machine_id, format!("cabinet {raw_id} is disabled"));
+    }
+    let currency = s.currency.as_deref().and_then(|c| Currency::parse(c).ok());
+    if currency.as_ref().map(Currency::as_str) != Some(cabinet.currency.as_str()) {
+        return review(
+            machine_id,
+            format!(
+                "currency {} does not match the cabinet's {}",
+                s.currency.as_deref().unwrap_or("(none)"),
+                cabinet.currency
+            ),
+        );
+    }
+    let Some(amount) = s.amount_total else {
+        return review(machine_id, "session has no amount_total".into());
+    };
+    let credits = credits_for_amount(amount, cabinet.price_minor);
+    if credits == 0 {
+        return review(
+            machine_id,
+            format!(
+                "amount {amount} buys no credit at {} per credit",
+                cabinet.price_minor
+            ),
+        );
+    }
+    Booking {
+        machine_id,
+        credits,
+        review_reason: None,
+    }
+}
+
+async fn credit(
+    conn: &mut Conn,
+    keys: &Keys,
+    ev: &Event,
+    s: &CheckoutSession,
+    now: &str,
+) -> Result<WebhookOutcome, sqlx::Error> {
+    let existing = tx::payment_by_session(conn, &s.id).await?;
+    if let Some(p) = &existing {
+        if p.status != "pending" {
+            return Ok(WebhookOutcome {
+                outcome: Outcome::Duplicate,
+                payment_id: Some(p.id.clone()),
+                pulse: None,
+            });
+        }
+    }
+    let raw_id = s
+        .metadata
+        .get("machine_id")
+        .or(s.client_reference_id.as_ref());
+    let cabinet = match raw_id {
+        Some(id) if MachineId::parse(id).is_ok() => tx::cabinet(conn, id).await?,
+        _ => None,
+    };
+    let booking = book(s, cabinet.as_ref());
+    let payment_id = existing
+        .as_ref()
+        .map(|p| p.id.clone())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let status = if booking.review_reason.is_some() {
+        "review"
+    } else {
+        "credited"
+    };
+    let row = NewPayment {
+        id: &payment_id,
+        checkout_session_id: &s.id,
+        payment_intent_id: s.payment_intent.as_deref(),
+        machine_id: booking.machine_id.as_deref(),
+        amount_minor: s.amount_total.unwrap_or(0),
+        discount_minor: s.amount_discount,
+        currency: s.currency.as_deref().unwrap_or(""),
+        credits: booking.credits,
+        status,
+        review_reason: booking.review_reason.as_deref(),
+        livemode: ev.livemode,
+        at: now,
+    };
+    let stored = match existing {
+        Some(_) => tx::settle_payment(conn, "pending", &row).await?,
+        None => tx::insert_payment(conn, &row).await?,
+    };
+    if !stored {
+        // Another writer (a second replica) settled this session first.
+        return Ok(WebhookOutcome::of(Outcome::Duplicate));
+    }
+    if let Some(reason) = booking.review_reason.clone() {
+        tracing::warn!(payment_id = %payment_id, machine_id = ?booking.machine_id, reason = %reason,
+            amount = row.amount_minor, "payment needs review; no credits sent");
+        return Ok(WebhookOutcome {
+            outcome: Outcome::Review(reason),
+            payment_id: Some(payment_id),
+            pulse: None,
+        });
+    }
+    let cabinet = cabinet.expect("credited payments have a cabinet");
+    let pulse = new_pulse(
+        conn,
+        keys,
+        &cabinet,
+        booking.credits,
+        PulseSource::Stripe,
+        Some(&payment_id),
+        None,
+        now,
+    )
+    .await?;
+    tracing::info!(payment_id = %payment_id, machine_id = %cabinet.machine_id, credits = booking.credits,
+        amount = row.amount_minor, currency = %row.currency, pulse_id = %pulse.id, "payment credited");
+    Ok(WebhookOutcome {
+        outcome: Outcome::Credited,
+        payment_id: Some(payment_id),
+        pulse: Some(pulse),
+    })
+}
+
+/// A completed session whose money has not arrived yet (bank debits and the like).
+async fn record_pending(
+    conn: &mut Conn,
+    ev: &Event,
+    s: &CheckoutSession,
+    now: &str,
+) -> Result<WebhookOutcome, sqlx::Error> {
+    if let Some(p) = tx::payment_by_session(conn, &s.id).await? {
+        return Ok(WebhookOutcome {
+            outcome: Outcome::Duplicate,
+            payment_id: Some(p.id),
+            pulse: None,
+        });
+    }
+    let raw_id = s
+        .metadata
+        .get("machine_id")
+        .or(s.client_reference_id.as_ref());
+    let payment_id = uuid::Uuid::now_v7().to_string();
+    let row = NewPayment {
+        id: &payment_id,
+        checkout_session_id: &s.id,
+        payment_intent_id: s.payment_intent.as_deref(),
+        machine_id: raw_id
+            .filter(|id| MachineId::parse(id).is_ok())
+            .map(String::as_str),
+        amount_minor: s.amount_total.unwrap_or(0),
+        discount_minor: s.amount_discount,
+        currency: s.currency.as_deref().unwrap_or(""),
+        credits: 0,
+        status: "pending",
+        review_reason: None,
+        livemode: ev.livemode,
+        at: now,
+    };
+    if !tx::insert_payment(conn, &row).await? {
+        return Ok(WebhookOutcome::of(Outcome::Duplicate));
+    }
+    tracing::info!(payment_id = %payment_id, machine_id = ?row.machine_id, "checkout completed, payment pending");
+    Ok(WebhookOutcome {
+        outcome: Outcome::Waiting,
+        payment_id: Some(payment_id),
+        pulse: None,
+    })
+}
+
+async fn close_pending(
+    conn: &mut Conn,
+    s: &CheckoutSession,
+    to_status: &str,
+    outcome: Outcome,
+    now: &str,
+) -> Result<WebhookOutcome, sqlx::Error> {
+    let payment = tx::payment_by_session(conn, &s.id).await?;
+    if let Some(p) = &payment {
+        if tx::set_payment_status(conn, &p.id, "pending", to_status, now).await? {
+            tracing::info!(payment_id = %p.id, machine_id = ?p.machine_id, status = to_status, "pending payment closed");
+        }
+    }
+    Ok(WebhookOutcome {
+        outcome,
+        payment_id: payment.map(|p| p.id),
+        pulse: None,
+    })
+}
+
+/// Marks the payment refunded. Credits already sent are not clawed back: the game may
+/// have been played.
+async fn refund(conn: &mut Conn, c: &Charge, now: &str) -> Result<WebhookOutcome, sqlx::Error> {
+    let payment = match &c.payment_intent {
+        Some(pi) => tx::payment_by_intent(conn, pi).await?,
+        None => None,
+    };
+    let Some(p) = payment else {
+        tracing::warn!(charge = %c.id, "refund for a payment coinpulse does not know");
+        return Ok(WebhookOutcome::of(Outcome::Unmatched));
+    };
+    let status = if c.refunded || c.amount_refunded >= p.amount_minor {
+        "refunded"
+    } else {
+        "partially_refunded"
+    };
+    tx::record_refund(conn, &p.id, c.amount_refunded, status, now).await?;
+    tracing::info!(payment_id = %p.id, machine_id = ?p.machine_id, refunded = c.amount_refunded, status, "payment refunded");
+    Ok(WebhookOutcome {
+        outcome: Outcome::Refunded,
+        payment_id: Some(p.id),
+        pulse: None,
+    })
+}
+
+/// Credits an owner grants by hand; they travel through the same outbox.
+pub async fn grant(
+    conn: &mut Conn,
+    keys: &Keys,
+    machine_id: &str,
+    credits: i64,
+    reason: &str,
+) -> Result<Option<OutboxPulse>, sqlx::Error> {
+    let Some(cabinet) = tx::cabinet(conn, machine_id).await? else {
+        return Ok(None);
+    };
+    let now = now_db();
+    let pulse = new_pulse(
+        conn,
+        keys,
+        &cabinet,
+        credits,
+        PulseSource::Operator,
+        None,
+        Some(reason),
+        &now,
+    )
+    .await?;
+    tracing::info!(machine_id, credits, pulse_id = %pulse.id, reason, "operator credits granted");
+    Ok(Some(pulse))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn new_pulse(
+    conn: &mut Conn,
+    keys: &Keys,
+    cabinet: &Cabinet,
+    credits: i64,
+    source: PulseSource,
+    payment_id: Option<&str>,
+    reason: Option<&str>,
+    now: &str,
+) -> Result<OutboxPulse, sqlx::Error> {
+    let msg = PulseMessage {
+        id: uuid::Uuid::now_v7().to_string(),
+        machine_id: cabinet.machine_id.clone(),
+        credits,
+        timestamp: wire_time(chrono::Utc::now()),
+        source,
+    };
+    let secret = keys.cabinet_secret(&cabinet.machine_id, &cabinet.secret_salt);
+    let payload = sign_pulse(&msg, &secret);
+    tx::insert_pulse(
+        conn,
+        &NewPulse {
+            id: &msg.id,
+            machine_id: &cabinet.machine_id,
+            credits,
+            source: source.as_str(),
+            payment_id,
+            reason,
+            payload: &payload,
+            at: now,
+        },
+    )
+    .await?;
+    Ok(OutboxPulse {
+        id: msg.id,
+        machine_id: msg.machine_id,
+        payload,
+        created_at: now.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cabinet(enabled: bool) -> Cabinet {
+        Cabinet {
+            machine_id: "cab-1".into(),
+            name: "Cab".into(),
+            game: String::new(),
+            location: String::new(),
+            price_minor: 100,
+            currency: "usd".into(),
+            enabled,
+            online: true,
+            last_seen_at: None,
+            acks_pulses: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+            secret_salt: "s".into(),
+            secret_hash: String::new(),
+        }
+    }
+
+    fn session(amount: i64, currency: &str) -> CheckoutSession {
+        CheckoutSession {
+            id: "cs_1".into(),
+            payment_status: "paid".into(),
+            amount_total: Some(amount),
+            currency: Some(currency.into()),
+            metadata: HashMap::from([("machine_id".to_string(), "cab-1".to_string())]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn books_credits_by_amount() {
+        let b = book(&session(350, "usd"), Some(&cabinet(true)));
+        assert_eq!(
+            b,
+            Booking {
+                machine_id: Some("cab-1".into()),
+                credits: 3,
+                review_reason: None
+            }
+        );
+    }
+
+    #[test]
+    fn sends_doubtful_payments_to_review() {
+        let on = cabinet(true);
+        let reason = |s: &CheckoutSession, c: Option<&Cabinet>| book(s, c).review_reason.unwrap();
+        assert!(reason(&session(100, "usd"), None).contains("unknown cabinet"));
+        assert!(reason(&session(100, "usd"), Some(&cabinet(false))).contains("disabled"));
+        assert!(reason(&session(100, "eur"), Some(&on)).contains("currency"));
+        assert!(reason(&session(99, "usd"), Some(&on)).contains("buys no credit"));
+        let mut no_id = session(100, "usd");
+        no_id.metadata.clear();
+        assert!(reason(&no_id, None).contains("no machine_id"));
+    }
+
+    #[test]
+    fn falls_back_to_client_reference_id() {
+        let mut s = session(200, "usd");
+        s.metadata.clear();
+        s.client_reference_id = Some("cab-1".into());
+        assert_eq!(book(&s, Some(&cabinet(true))).credits, 2);
+    }
+}

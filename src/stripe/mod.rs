@@ -1,0 +1,3 @@
+//! Everything that speaks Stripe: webhook signature checks and event parsing.
+
+pub mod webhook;

@@ -1,0 +1,45 @@
+//! `GET /`: a small server-rendered page telling the owner the server is up and what to
+//! configure next. (The full dashboard lives under /admin once it exists.)
+
+use actix_web::{web, HttpResponse};
+use askama::Template;
+
+use super::AppState;
+use crate::error::ApiError;
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    version: &'static str,
+    webhook_url: String,
+    webhook_secret_set: bool,
+    api_token_set: bool,
+    mqtt_connected: bool,
+    broker: String,
+    cabinets: usize,
+}
+
+pub async fn index(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let page = HomePage {
+        version: env!("CARGO_PKG_VERSION"),
+        webhook_url: format!("{}/webhooks/stripe", state.settings.public_url),
+        webhook_secret_set: state.settings.stripe_webhook_secret.is_some(),
+        api_token_set: state.settings.api_token.is_some(),
+        mqtt_connected: state.stats.is_connected(),
+        broker: state.broker.clone(),
+        cabinets: state.store.cabinets().await?.len(),
+    };
+    let html = page
+        .render()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(html))
+}
+
+pub async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(include_str!("../../static/app.css"))
+}

@@ -1,0 +1,67 @@
+//! The route table: every URL coinpulse answers is listed here.
+
+mod api;
+mod gameover;
+mod home;
+mod status;
+mod webhooks;
+
+use std::sync::Arc;
+
+use actix_web::web;
+use paho_mqtt as paho;
+
+use crate::config::Settings;
+use crate::mqtt::{MqttStats, Topics};
+use crate::payments::Keys;
+use crate::store::Store;
+use crate::writer::Writer;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub writer: Writer,
+    pub settings: Arc<Settings>,
+    pub keys: Keys,
+    pub stats: Arc<MqttStats>,
+    pub mqtt: paho::AsyncClient,
+    pub topics: Topics,
+    /// `embedded` or the external broker's URL, for cabinet installers.
+    pub broker: String,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(64 * 1024)
+            .error_handler(crate::error::json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(crate::error::query_error))
+    .route("/", web::get().to(home::index))
+    .route("/static/app.css", web::get().to(home::stylesheet))
+    .route("/status", web::get().to(status::status))
+    .route("/webhooks/stripe", web::post().to(webhooks::stripe))
+    // The seed's webhook path, so Stripe endpoints configured for it keep working.
+    .route("/addCredit", web::post().to(webhooks::stripe))
+    .route("/gameover", web::post().to(gameover::gameover))
+    .service(
+        web::scope("/api/v1")
+            .route("/cabinets", web::post().to(api::create_cabinet))
+            .route("/cabinets", web::get().to(api::list_cabinets))
+            .route("/cabinets/{machine_id}", web::get().to(api::get_cabinet))
+            .route(
+                "/cabinets/{machine_id}",
+                web::patch().to(api::update_cabinet),
+            )
+            .route(
+                "/cabinets/{machine_id}/credits",
+                web::post().to(api::grant_credits),
+            )
+            .route("/payments", web::get().to(api::list_payments))
+            .route("/payments/{id}", web::get().to(api::get_payment))
+            .route("/plays", web::get().to(api::list_plays))
+            .route("/pulses", web::get().to(api::list_pulses))
+            .default_service(web::to(api::not_found)),
+    );
+}

@@ -1,0 +1,332 @@
+//! The single database writer. Every write on the hot paths (webhooks, pulse delivery
+//! state, plays, cabinet status) is queued here and committed in batches: one fsync for
+//! many requests (group commit), and no lock contention between writers.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::now_db;
+use crate::payments::{self, Keys, WebhookOutcome};
+use crate::store::tx::{self, NewPlay};
+use crate::store::{OutboxPulse, Store};
+use crate::stripe::webhook::Event;
+
+/// Requests one transaction may hold. Large enough to amortise the fsync, small enough
+/// that the first request in a batch is not kept waiting.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("database unavailable: {0}")]
+    Database(String),
+    #[error("the writer has stopped")]
+    Closed,
+}
+
+/// A game over, from MQTT or HTTP.
+#[derive(Debug, Clone)]
+pub struct PlayInput {
+    pub id: String,
+    pub machine_id: String,
+    pub dedupe_key: String,
+    pub ended_at: String,
+    pub score: Option<i64>,
+    pub play_seconds: Option<i64>,
+    pub via: &'static str,
+}
+
+impl PlayInput {
+    /// Repeats of one game over (a QoS 1 redelivery, or the server hearing its own
+    /// republished HTTP game over) share a dedupe key: the message id when there is one,
+    /// else the cabinet's timestamp.
+    pub fn from_gameover(g: &crate::mqtt::GameOverMessage, via: &'static str) -> Self {
+        let parsed = g
+            .timestamp
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc());
+        let dedupe_key = match (&g.id, parsed) {
+            (Some(id), _) => format!("id:{}:{id}", g.machine_id),
+            (None, Some(t)) => format!("ts:{}:{}", g.machine_id, crate::domain::db_time(t)),
+            (None, None) => format!("rx:{}", uuid::Uuid::now_v7()),
+        };
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            machine_id: g.machine_id.clone(),
+            dedupe_key,
+            ended_at: crate::domain::db_time(parsed.unwrap_or_else(chrono::Utc::now)),
+            score: g.score,
+            play_seconds: g.play_seconds,
+            via,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    Webhook(Box<Event>),
+    Grant {
+        machine_id: String,
+        credits: i64,
+        reason: String,
+    },
+    Published(Vec<String>),
+    Acked {
+        machine_id: String,
+        pulse_id: String,
+    },
+    Play(PlayInput),
+    Status {
+        machine_id: String,
+        online: bool,
+    },
+}
+
+#[derive(Debug)]
+enum Done {
+    Webhook(WebhookOutcome),
+    Grant(Option<OutboxPulse>),
+    Flag(bool),
+    Nothing,
+}
+
+struct Command {
+    op: Op,
+    reply: Option<oneshot::Sender<Result<Done, WriteError>>>,
+}
+
+/// Handle for queueing writes. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Writer {
+    /// Starts the writer task. New pulses are handed to `outbox` right after each commit.
+    pub fn spawn(
+        store: Store,
+        keys: Keys,
+        outbox: mpsc::UnboundedSender<OutboxPulse>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(16_384);
+        let task = tokio::spawn(run(store, keys, rx, outbox));
+        (Self { tx }, task)
+    }
+
+    async fn call(&self, op: Op) -> Result<Done, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command {
+                op,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        rx.await.map_err(|_| WriteError::Closed)?
+    }
+
+    async fn cast(&self, op: Op) {
+        // Fire-and-forget writes (delivery bookkeeping) are safe to lose on shutdown: the
+        // outbox republishes anything not marked published.
+        let _ = self.tx.send(Command { op, reply: None }).await;
+    }
+
+    /// Stores a verified event; returns once it is committed.
+    pub async fn webhook(&self, event: Event) -> Result<WebhookOutcome, WriteError> {
+        match self.call(Op::Webhook(Box::new(event))).await? {
+            Done::Webhook(o) => Ok(o),
+            other => unreachable!("webhook answered {other:?}"),
+        }
+    }
+
+    /// Queues operator credits; `None` when the cabinet does not exist.
+    pub async fn grant(
+        &self,
+        machine_id: &str,
+        credits: i64,
+        reason: &str,
+    ) -> Result<Option<OutboxPulse>, WriteError> {
+        let op = Op::Grant {
+            machine_id: machine_id.to_owned(),
+            credits,
+            reason: reason.to_owned(),
+        };
+        match self.call(op).await? {
+            Done::Grant(p) => Ok(p),
+            other => unreachable!("grant answered {other:?}"),
+        }
+    }
+
+    pub async fn published(&self, ids: Vec<String>) {
+        self.cast(Op::Published(ids)).await;
+    }
+
+    pub async fn queue_ack(&self, machine_id: &str, pulse_id: &str) {
+        self.cast(Op::Acked {
+            machine_id: machine_id.to_owned(),
+            pulse_id: pulse_id.to_owned(),
+        })
+        .await;
+    }
+
+    pub async fn queue_play(&self, play: PlayInput) {
+        self.cast(Op::Play(play)).await;
+    }
+
+    pub async fn queue_status(&self, machine_id: &str, online: bool) {
+        self.cast(Op::Status {
+            machine_id: machine_id.to_owned(),
+            online,
+        })
+        .await;
+    }
+
+    /// Returns true when this ack was the first for a pulse of this cabinet.
+    pub async fn acked(&self, machine_id: &str, pulse_id: &str) -> Result<bool, WriteError> {
+        let op = Op::Acked {
+            machine_id: machine_id.to_owned(),
+            pulse_id: pulse_id.to_owned(),
+        };
+        self.flag(op).await
+    }
+
+    /// Returns true when the play was new (not a repeat of one already logged).
+    pub async fn play(&self, play: PlayInput) -> Result<bool, WriteError> {
+        self.flag(Op::Play(play)).await
+    }
+
+    /// Returns true when the cabinet exists.
+    pub async fn status(&self, machine_id: &str, online: bool) -> Result<bool, WriteError> {
+        self.flag(Op::Status {
+            machine_id: machine_id.to_owned(),
+            online,
+        })
+        .await
+    }
+
+    async fn flag(&self, op: Op) -> Result<bool, WriteError> {
+        match self.call(op).await? {
+            Done::Flag(b) => Ok(b),
+            other => unreachable!("flag op answered {other:?}"),
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    keys: Keys,
+    mut rx: mpsc::Receiver<Command>,
+    outbox: mpsc::UnboundedSender<OutboxPulse>,
+) {
+    let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ops: Vec<&Op> = batch.iter().map(|c| &c.op).collect();
+        let results = match commit(&store, &keys, &ops).await {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(e) if batch.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                // One bad request must not fail its neighbours: retry each on its own.
+                tracing::warn!(error = %e, size = batch.len(), "batch commit failed; retrying one by one");
+                let mut each = Vec::with_capacity(batch.len());
+                for op in &ops {
+                    each.push(commit(&store, &keys, &[op]).await.map(|mut d| d.remove(0)));
+                }
+                each
+            }
+        };
+        for (cmd, result) in batch.drain(..).zip(results) {
+            let result = result.map(|(done, pulse)| {
+                if let Some(p) = pulse {
+                    let _ = outbox.send(p);
+                }
+                done
+            });
+            if let Some(reply) = cmd.reply {
+                let _ = reply.send(result);
+            }
+        }
+    }
+    tracing::info!("database writer stopped");
+}
+
+type Applied = (Done, Option<OutboxPulse>);
+
+async fn commit(store: &Store, keys: &Keys, ops: &[&Op]) -> Result<Vec<Applied>, WriteError> {
+    let db = |e: sqlx::Error| WriteError::Database(e.to_string());
+    let mut txn = store.pool().begin().await.map_err(db)?;
+    let mut out = Vec::with_capacity(ops.len());
+    // Published marks in one statement per batch rather than one per pulse.
+    let mut published: Vec<String> = Vec::new();
+    for op in ops {
+        let applied = match op {
+            Op::Published(ids) => {
+                published.extend(ids.iter().cloned());
+                (Done::Nothing, None)
+            }
+            other => apply(&mut txn, keys, other).await.map_err(db)?,
+        };
+        out.push(applied);
+    }
+    if !published.is_empty() {
+        tx::mark_published(&mut txn, &published, &now_db())
+            .await
+            .map_err(db)?;
+    }
+    txn.commit().await.map_err(db)?;
+    Ok(out)
+}
+
+async fn apply(conn: &mut tx::Conn, keys: &Keys, op: &Op) -> Result<Applied, sqlx::Error> {
+    Ok(match op {
+        Op::Webhook(ev) => {
+            let outcome = payments::apply_event(conn, keys, ev).await?;
+            let pulse = outcome.pulse.clone();
+            (Done::Webhook(outcome), pulse)
+        }
+        Op::Grant {
+            machine_id,
+            credits,
+            reason,
+        } => {
+            let pulse = payments::grant(conn, keys, machine_id, *credits, reason).await?;
+            (Done::Grant(pulse.clone()), pulse)
+        }
+        Op::Acked {
+            machine_id,
+            pulse_id,
+        } => (
+            Done::Flag(tx::mark_acked(conn, machine_id, pulse_id, &now_db()).await?),
+            None,
+        ),
+        Op::Play(p) => {
+            if tx::cabinet(conn, &p.machine_id).await?.is_none() {
+                tracing::warn!(machine_id = %p.machine_id, "game over from an unknown cabinet ignored");
+                return Ok((Done::Flag(false), None));
+            }
+            let received = now_db();
+            let new = tx::insert_play(
+                conn,
+                &NewPlay {
+                    id: &p.id,
+                    machine_id: &p.machine_id,
+                    dedupe_key: &p.dedupe_key,
+                    ended_at: &p.ended_at,
+                    received_at: &received,
+                    score: p.score,
+                    play_seconds: p.play_seconds,
+                    via: p.via,
+                },
+            )
+            .await?;
+            if new {
+                tracing::info!(machine_id = %p.machine_id, play_id = %p.id, via = p.via,
+                    score = ?p.score, play_seconds = ?p.play_seconds, "game over");
+            }
+            (Done::Flag(new), None)
+        }
+        Op::Status { machine_id, online } => (
+            Done::Flag(tx::set_cabinet_status(conn, machine_id, *online, &now_db()).await?),
+            None,
+        ),
+        Op::Published(_) => unreachable!("handled in commit"),
+    })
+}
