@@ -26,6 +26,9 @@ pub struct SimOptions {
     pub play_seconds: Option<u64>,
     /// Seed cabinets never ack; turn off to behave like one.
     pub ack: bool,
+    /// Keep retrying an unreachable broker this long (None: forever). A refused login is
+    /// final at once.
+    pub give_up_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,17 +75,40 @@ impl SimCabinet {
         {
             let topics = topics.clone();
             let id = opts.machine_id.clone();
-            // On every (re)connect: announce ourselves and make sure we are subscribed.
+            // On every (re)connect: subscribe, then announce ourselves. The broker handles
+            // one client's packets in order, so by the time the server hears "online" (and
+            // redelivers what we missed) our subscription is in place.
             client.set_connected_callback(move |c| {
+                c.subscribe(topics.coinpulse(&id), paho::QOS_1);
                 c.publish(paho::Message::new_retained(
                     topics.status(&id),
                     "online",
                     paho::QOS_1,
                 ));
-                c.subscribe(topics.coinpulse(&id), paho::QOS_1);
             });
         }
-        client.connect(conn_opts).await?;
+        let started = std::time::Instant::now();
+        let mut delay = Duration::from_millis(25);
+        loop {
+            match client.connect(conn_opts.clone()).await {
+                Ok(_) => break,
+                Err(e @ paho::Error::ConnectReturn(_)) => return Err(e),
+                Err(e)
+                    if opts
+                        .give_up_after
+                        .is_some_and(|limit| started.elapsed() >= limit) =>
+                {
+                    return Err(e)
+                }
+                Err(e) => {
+                    if delay >= Duration::from_secs(1) {
+                        tracing::warn!(error = %e, "broker unreachable; retrying");
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let seen = Arc::new(Mutex::new(HashSet::<String>::new()));

@@ -2,7 +2,7 @@
 
 mod cabinet;
 mod sim;
-mod webhook_test;
+pub mod webhook_test;
 
 use clap::{Parser, Subcommand};
 

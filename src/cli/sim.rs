@@ -38,6 +38,7 @@ pub async fn run(args: SimArgs, settings: &Settings) -> anyhow::Result<()> {
         topic_prefix: settings.mqtt_topic_prefix.clone(),
         play_seconds: args.play_seconds,
         ack: !args.no_ack,
+        give_up_after: None,
     };
     let (cabinet, mut events) = SimCabinet::connect(opts).await.map_err(|e| {
         anyhow::anyhow!("could not connect: {e} (check the machine id, secret and broker address)")

@@ -88,8 +88,12 @@ pub async fn connect_until_up(client: &paho::AsyncClient, opts: paho::ConnectOpt
         match client.connect(opts.clone()).await {
             Ok(_) => return,
             Err(e) => {
-                tracing::warn!(broker = %client.server_uri(), error = %e, retry_in_ms = delay.as_millis() as u64,
-                    "{what}: MQTT broker unreachable, retrying");
+                // The first quick retries cover a broker that is still starting; only
+                // persistent failure is worth a warning.
+                if delay >= Duration::from_millis(400) {
+                    tracing::warn!(broker = %client.server_uri(), error = %e, retry_in_ms = delay.as_millis() as u64,
+                        "{what}: MQTT broker unreachable, retrying");
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }

@@ -152,17 +152,17 @@ impl Dispatcher {
         }
     }
 
-    /// A cabinet that acknowledges pulses came back: send what it never confirmed.
+    /// A cabinet announced itself online: send what it never acknowledged. A PUBACK only
+    /// means the broker took the message; a broker that restarted, or a cabinet that crashed
+    /// before crediting, can still lose it. Only cabinets that speak coinpulse's protocol
+    /// announce their status, and those ignore pulse ids they have already seen, so this
+    /// never double-credits; seed cabinets, which do neither, are never sent repeats.
     async fn redeliver(
         &self,
         machine_id: &str,
         inflight: &mut HashSet<String>,
         done: &mpsc::UnboundedSender<(String, bool)>,
     ) {
-        match self.store.cabinet(machine_id).await {
-            Ok(Some(c)) if c.acks_pulses => {}
-            _ => return,
-        }
         let since = db_time(chrono::Utc::now() - REDELIVER_WINDOW);
         match self.store.unacked_pulses(machine_id, &since).await {
             Ok(pulses) => {

@@ -1,0 +1,382 @@
+//! Test support: the real server on random ports (temporary SQLite, or a fresh PostgreSQL
+//! database when TEST_DATABASE_URL is set), the embedded broker (or TEST_MQTT_URL), a real
+//! MQTT cabinet, and helpers for signed Stripe webhooks.
+
+use std::time::Duration;
+
+use clap::Parser;
+use coinpulse::app::{Application, StopHandle};
+use coinpulse::cabinet_sim::{SimCabinet, SimEvent, SimOptions};
+use coinpulse::config::Settings;
+use coinpulse::stripe::webhook::sign;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
+pub const API_TOKEN: &str = "test-api-token";
+pub const SECRET_KEY: &str = "test-master-key-0123456789abcdef";
+
+#[derive(Parser)]
+struct SettingsOnly {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// Where the test's data lives; kept alive for as long as any app uses it.
+pub struct TestDb {
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = match std::env::var("TEST_DATABASE_URL") {
+            Ok(server) if !server.is_empty() => fresh_postgres_db(&server).await,
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("coinpulse.db").display()
+            ),
+        };
+        Self { url, _dir: dir }
+    }
+}
+
+async fn fresh_postgres_db(server: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("coinpulse_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(server)
+        .await
+        .expect("TEST_DATABASE_URL reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = server.rsplit_once('/').map(|(b, _)| b).unwrap_or(server);
+    format!("{base}/{name}")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+pub struct TestApp {
+    pub base: String,
+    /// tcp://… of the broker cabinets should use.
+    pub broker: String,
+    pub topic_prefix: String,
+    pub http: reqwest::Client,
+    pub stop: StopHandle,
+}
+
+pub struct AppOptions {
+    /// Use this broker instead of the embedded one.
+    pub mqtt_url: Option<String>,
+    pub mqtt_username: Option<String>,
+    pub mqtt_password: Option<String>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            mqtt_url: std::env::var("TEST_MQTT_URL")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            mqtt_username: None,
+            mqtt_password: None,
+        }
+    }
+}
+
+pub async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(db, AppOptions::default()).await
+}
+
+/// Logs go to the test output when RUST_LOG is set (e.g. RUST_LOG=coinpulse=debug).
+fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
+    init_logs();
+    let prefix = format!(
+        "t{}/arcade/machine",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut args: Vec<String> = vec![
+        "coinpulse".into(),
+        "--bind=127.0.0.1:0".into(),
+        format!("--database-url={}", db.url),
+        format!("--stripe-webhook-secret={WEBHOOK_SECRET}"),
+        format!("--api-token={API_TOKEN}"),
+        format!("--secret-key={SECRET_KEY}"),
+        format!("--mqtt-topic-prefix={prefix}"),
+        format!("--mqtt-listen=127.0.0.1:{}", free_port()),
+        format!("--mqtt-client-id={}", unique("coinpulse-test")),
+        "--stripe-api-base=http://127.0.0.1:9".into(),
+    ];
+    if let Some(url) = &opts.mqtt_url {
+        args.push(format!("--mqtt-url={url}"));
+    }
+    if let Some(u) = &opts.mqtt_username {
+        args.push(format!("--mqtt-username={u}"));
+    }
+    if let Some(p) = &opts.mqtt_password {
+        args.push(format!("--mqtt-password={p}"));
+    }
+    let settings = SettingsOnly::try_parse_from(args)
+        .expect("test settings")
+        .settings
+        .finish();
+    let app = Application::build(settings).await.expect("app builds");
+    let base = format!("http://{}", app.http_addr());
+    let broker = match (&opts.mqtt_url, app.broker_addr()) {
+        (Some(url), _) => url.clone(),
+        (None, Some(addr)) => format!("tcp://{addr}"),
+        (None, None) => unreachable!("either embedded or external"),
+    };
+    let stop = app.stop_handle();
+    tokio::spawn(async move {
+        if let Err(e) = app.run().await {
+            eprintln!("test app stopped with error: {e:#}");
+        }
+    });
+    let test_app = TestApp {
+        base,
+        broker,
+        topic_prefix: prefix,
+        http: reqwest::Client::new(),
+        stop,
+    };
+    test_app.wait_for_mqtt_if(opts.mqtt_url.is_none()).await;
+    test_app
+}
+
+/// A cabinet as the tests see it: credentials plus the events its simulator reports.
+pub struct Cabinet {
+    pub machine_id: String,
+    pub secret: String,
+    pub sim: Option<SimCabinet>,
+    pub events: mpsc::UnboundedReceiver<SimEvent>,
+}
+
+impl Cabinet {
+    /// The next event within `secs` seconds.
+    pub async fn next_event(&mut self, secs: u64) -> Option<SimEvent> {
+        tokio::time::timeout(Duration::from_secs(secs), self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next credit, failing the test on timeout or on anything else first.
+    pub async fn expect_credit(&mut self) -> coinpulse::domain::PulseMessage {
+        match self.next_event(15).await {
+            Some(SimEvent::Credit(p)) => p,
+            other => panic!("expected a credit for {}, got {other:?}", self.machine_id),
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn wait_for_mqtt_if(&self, wait: bool) {
+        if !wait {
+            return;
+        }
+        for _ in 0..400 {
+            if self.status().await["mqtt"] == "connected" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server never connected to MQTT");
+    }
+
+    pub async fn status(&self) -> Value {
+        self.http
+            .get(format!("{}/status", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(API_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.api(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Registers a cabinet through the API (price per credit in cents).
+    pub async fn register(&self, machine_id: &str, price: i64, currency: &str) -> String {
+        let (status, body) = self
+            .api(
+                reqwest::Method::POST,
+                "/cabinets",
+                Some(json!({"machine_id": machine_id, "name": format!("Cabinet {machine_id}"), "price_minor": price, "currency": currency})),
+            )
+            .await;
+        assert_eq!(status, 201, "register: {body}");
+        body["mqtt"]["secret"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers a cabinet and connects its simulator (acking, like a current cabinet).
+    pub async fn cabinet(&self, price: i64, currency: &str) -> Cabinet {
+        let machine_id = unique("cab");
+        let secret = self.register(&machine_id, price, currency).await;
+        self.connect_cabinet(&machine_id, &secret, true).await
+    }
+
+    pub async fn connect_cabinet(&self, machine_id: &str, secret: &str, ack: bool) -> Cabinet {
+        let (sim, events) = SimCabinet::connect(SimOptions {
+            machine_id: machine_id.to_owned(),
+            secret: secret.to_owned(),
+            broker: self.broker.clone(),
+            ca_file: None,
+            topic_prefix: self.topic_prefix.clone(),
+            play_seconds: None,
+            ack,
+            give_up_after: Some(Duration::from_secs(10)),
+        })
+        .await
+        .expect("cabinet connects");
+        Cabinet {
+            machine_id: machine_id.to_owned(),
+            secret: secret.to_owned(),
+            sim: Some(sim),
+            events,
+        }
+    }
+
+    /// Posts `body` signed as Stripe would, at time `t` (now when None).
+    pub async fn post_webhook_at(&self, path: &str, body: &str, t: Option<i64>) -> (u16, Value) {
+        let t = t.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .header("Stripe-Signature", sign(WEBHOOK_SECRET, t, body.as_bytes()))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_webhook(&self, body: &Value) -> (u16, Value) {
+        self.post_webhook_at("/webhooks/stripe", &body.to_string(), None)
+            .await
+    }
+
+    pub async fn payments(&self, machine_id: &str) -> Vec<Value> {
+        self.get(&format!("/payments?machine_id={machine_id}&limit=100"))
+            .await["payments"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub async fn pulses(&self, machine_id: &str) -> Vec<Value> {
+        self.get(&format!("/pulses?machine_id={machine_id}&limit=100"))
+            .await["pulses"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub async fn plays(&self, machine_id: &str) -> Vec<Value> {
+        self.get(&format!("/plays?machine_id={machine_id}&limit=100"))
+            .await["plays"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Waits until `check` holds, polling; panics with `what` after 15 s.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..600 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for: {what}");
+    }
+}
+
+/// A Stripe checkout-session event.
+pub fn session_event(kind: &str, event_id: &str, session: Value) -> Value {
+    json!({
+        "id": event_id, "object": "event", "api_version": "2024-06-20", "livemode": false,
+        "created": chrono::Utc::now().timestamp(), "type": kind,
+        "pending_webhooks": 1, "request": {"id": null, "idempotency_key": null},
+        "data": {"object": session}
+    })
+}
+
+pub fn session(
+    id: &str,
+    machine_id: &str,
+    amount: i64,
+    currency: &str,
+    payment_status: &str,
+) -> Value {
+    json!({
+        "id": id, "object": "checkout.session", "amount_subtotal": amount, "amount_total": amount,
+        "currency": currency, "customer_details": {"email": "player@example.com", "name": null},
+        "client_reference_id": null, "metadata": {"machine_id": machine_id}, "mode": "payment",
+        "payment_intent": format!("pi_{id}"), "payment_status": payment_status, "status": "complete",
+        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0}
+    })
+}
+
+/// A paid checkout.session.completed with fresh ids.
+pub fn paid(machine_id: &str, amount: i64, currency: &str) -> Value {
+    let s = unique("cs_test");
+    session_event(
+        "checkout.session.completed",
+        &unique("evt"),
+        session(&s, machine_id, amount, currency, "paid"),
+    )
+}
