@@ -43,12 +43,19 @@ pub fn paho_uri(uri: &str) -> String {
 }
 
 pub fn create_client(target: &Target) -> Result<paho::AsyncClient, paho::Error> {
-    paho::CreateOptionsBuilder::new()
+    let client = paho::CreateOptionsBuilder::new()
         .server_uri(paho_uri(&target.uri))
         .client_id(&target.client_id)
         // The outbox table is our persistence; paho's own files would only duplicate it.
         .persistence(None)
-        .create_client()
+        .create_client()?;
+    // paho-mqtt's tokens each hold a clone of their client. If the last clone is dropped by
+    // a token completing on paho's callback thread, MQTTAsync_destroy waits for the mutex
+    // that thread already holds, and every MQTT client in the process freezes. Keeping one
+    // reference for the life of the process means that can never happen; a process has one
+    // long-lived client per broker connection anyway.
+    std::mem::forget(client.clone());
+    Ok(client)
 }
 
 pub fn connect_options(
@@ -119,9 +126,8 @@ pub fn start(
     let client = create_client(target)?;
     let opts = connect_options(target, false, None)?;
     {
-        let stats = stats.clone();
+        // "connected" is reported by the dispatcher once the subscriptions are in place.
         client.set_connected_callback(move |c| {
-            stats.connected.store(true, Ordering::Relaxed);
             tracing::info!(broker = %c.server_uri(), "MQTT connected");
             let _ = signals.send(Signal::Connected);
         });

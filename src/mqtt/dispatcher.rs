@@ -108,8 +108,9 @@ impl Dispatcher {
     async fn subscribe(&self) {
         let filters = self.topics.subscriptions();
         let qos = [paho::QOS_1; 3];
-        if let Err(e) = self.client.subscribe_many(&filters, &qos).await {
-            tracing::error!(error = %e, "MQTT subscribe failed");
+        match self.client.subscribe_many(&filters, &qos).await {
+            Ok(_) => self.stats.connected.store(true, Ordering::Relaxed),
+            Err(e) => tracing::error!(error = %e, "MQTT subscribe failed"),
         }
     }
 

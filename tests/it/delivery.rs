@@ -23,6 +23,7 @@ async fn pulse_waits_for_an_unreachable_broker_and_arrives_once() {
             mqtt_url: Some(format!("tcp://127.0.0.1:{port}")),
             mqtt_username: Some(INTERNAL_USER.into()),
             mqtt_password: Some(internal_password()),
+            wait_connected: false,
         },
     )
     .await;
@@ -67,6 +68,7 @@ async fn unpublished_pulse_is_delivered_after_a_restart() {
         &db,
         AppOptions {
             mqtt_url: Some(format!("tcp://127.0.0.1:{dead}")),
+            wait_connected: false,
             ..AppOptions::default()
         },
     )

@@ -85,6 +85,8 @@ pub struct AppOptions {
     pub mqtt_url: Option<String>,
     pub mqtt_username: Option<String>,
     pub mqtt_password: Option<String>,
+    /// Wait for the server's MQTT connection before returning (off for dead brokers).
+    pub wait_connected: bool,
 }
 
 impl Default for AppOptions {
@@ -95,6 +97,7 @@ impl Default for AppOptions {
                 .filter(|s| !s.is_empty()),
             mqtt_username: None,
             mqtt_password: None,
+            wait_connected: true,
         }
     }
 }
@@ -164,7 +167,7 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         http: reqwest::Client::new(),
         stop,
     };
-    test_app.wait_for_mqtt_if(opts.mqtt_url.is_none()).await;
+    test_app.wait_for_mqtt_if(opts.wait_connected).await;
     test_app
 }
 
@@ -185,11 +188,16 @@ impl Cabinet {
             .flatten()
     }
 
-    /// The next credit, failing the test on timeout or on anything else first.
+    /// The next credit, failing the test on timeout or on anything else first. Redeliveries
+    /// of pulses already credited are allowed (MQTT is at-least-once; the cabinet ignores
+    /// ids it has seen), so they are skipped; a second *credit* would be a real double.
     pub async fn expect_credit(&mut self) -> coinpulse::domain::PulseMessage {
-        match self.next_event(15).await {
-            Some(SimEvent::Credit(p)) => p,
-            other => panic!("expected a credit for {}, got {other:?}", self.machine_id),
+        loop {
+            match self.next_event(15).await {
+                Some(SimEvent::Credit(p)) => return p,
+                Some(SimEvent::Duplicate(_)) => continue,
+                other => panic!("expected a credit for {}, got {other:?}", self.machine_id),
+            }
         }
     }
 }
