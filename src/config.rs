@@ -128,14 +128,10 @@ pub struct Settings {
     )]
     pub mqtt_client_id: String,
 
-    /// Where the embedded broker listens for cabinets (only without MQTT_URL).
-    #[arg(
-        long,
-        env = "MQTT_LISTEN",
-        default_value = "0.0.0.0:1883",
-        global = true
-    )]
-    pub mqtt_listen: SocketAddr,
+    /// Where the embedded broker listens (only without MQTT_URL). Default 0.0.0.0:1883, or
+    /// the next free port up to 1889 when another broker already has 1883 (logged loudly).
+    #[arg(long, env = "MQTT_LISTEN", global = true)]
+    pub mqtt_listen: Option<SocketAddr>,
 
     /// Bearer token for the /api/v1 JSON API and /create-payment-link. Unset: API disabled.
     #[arg(long, env = "API_TOKEN", value_parser = parse_secret, hide_env_values = true, global = true)]

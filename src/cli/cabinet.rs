@@ -172,10 +172,10 @@ fn print_cabinet(c: &Cabinet) {
 
 fn print_credentials(settings: &Settings, machine_id: &str, secret: &str) {
     let broker = settings.mqtt_url.clone().unwrap_or_else(|| {
-        format!(
-            "tcp://<this server's address>:{}",
-            settings.mqtt_listen.port()
-        )
+        let port = settings
+            .mqtt_listen
+            .map_or(crate::mqtt::broker::DEFAULT_PORT, |a| a.port());
+        format!("tcp://<this server's address>:{port} (the broker line of /status)")
     });
     let prefix = &settings.mqtt_topic_prefix;
     println!();

@@ -4,7 +4,7 @@ use clap::Args;
 
 use crate::cabinet_sim::{SimCabinet, SimEvent, SimOptions};
 use crate::config::Settings;
-use crate::mqtt::broker::local_target;
+use crate::mqtt::broker::{local_target, DEFAULT_PORT};
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
@@ -28,7 +28,10 @@ pub async fn run(args: SimArgs, settings: &Settings) -> anyhow::Result<()> {
     let broker = args
         .mqtt
         .or_else(|| settings.mqtt_url.clone())
-        .unwrap_or_else(|| format!("tcp://{}", local_target(settings.mqtt_listen)));
+        .unwrap_or_else(|| {
+            let listen = settings.mqtt_listen.unwrap_or(([127, 0, 0, 1], DEFAULT_PORT).into());
+            format!("tcp://{}", local_target(listen))
+        });
     println!("cabinet {} connecting to {broker} …", args.machine_id);
     let opts = SimOptions {
         machine_id: args.machine_id.clone(),

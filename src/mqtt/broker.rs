@@ -13,27 +13,50 @@ use crate::domain::verify_cabinet_secret;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
-#[error("MQTT_LISTEN: cannot listen on {addr}: {source} (is another MQTT broker running? set MQTT_LISTEN to a free port, or MQTT_URL to use that broker)")]
+#[error("MQTT_LISTEN: cannot listen on {addr}: {cause} (is another MQTT broker running? set MQTT_LISTEN to a free port, or MQTT_URL to use that broker)")]
 pub struct BrokerError {
     addr: SocketAddr,
-    source: std::io::Error,
+    cause: std::io::Error,
 }
 
-/// Starts the broker on its own threads and returns once its port is bound.
+pub const DEFAULT_PORT: u16 = 1883;
+
+/// Binds the listening address: the configured one, or 0.0.0.0:1883, falling back to the
+/// next free port up to 1889 so a first run works beside a broker that is already running.
+pub fn choose_listen(configured: Option<SocketAddr>) -> Result<std::net::TcpListener, BrokerError> {
+    if let Some(addr) = configured {
+        return std::net::TcpListener::bind(addr).map_err(|cause| BrokerError { addr, cause });
+    }
+    let default = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT));
+    let first_err = match std::net::TcpListener::bind(default) {
+        Ok(l) => return Ok(l),
+        Err(cause) => cause,
+    };
+    for port in DEFAULT_PORT + 1..=DEFAULT_PORT + 6 {
+        if let Ok(l) = std::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))) {
+            tracing::warn!(
+                port,
+                "port {DEFAULT_PORT} is in use (another MQTT broker?); the embedded broker listens on \
+                 {port} instead. Set MQTT_LISTEN to choose the port, or MQTT_URL to use the other broker"
+            );
+            return Ok(l);
+        }
+    }
+    Err(BrokerError { addr: default, cause: first_err })
+}
+
+/// Starts the broker on its own threads and returns the address it listens on.
 pub fn start(
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
     store: Store,
     internal_password: String,
     runtime: tokio::runtime::Handle,
 ) -> Result<SocketAddr, BrokerError> {
     // rumqttd binds inside its own thread and only logs a failure there, so check first.
-    let probe = std::net::TcpListener::bind(listen).map_err(|source| BrokerError {
-        addr: listen,
-        source,
-    })?;
-    let addr = probe.local_addr().map_err(|source| BrokerError {
-        addr: listen,
-        source,
+    let probe = choose_listen(listen)?;
+    let addr = probe.local_addr().map_err(|cause| BrokerError {
+        addr: listen.unwrap_or(([0, 0, 0, 0], DEFAULT_PORT).into()),
+        cause,
     })?;
     drop(probe);
 
@@ -112,7 +135,7 @@ pub fn start(
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
         })
-        .map_err(|source| BrokerError { addr, source })?;
+        .map_err(|cause| BrokerError { addr, cause })?;
     tracing::info!(%addr, "embedded MQTT broker listening");
     Ok(addr)
 }

@@ -42,7 +42,7 @@ async fn pulse_waits_for_an_unreachable_broker_and_arrives_once() {
     // The broker comes up (the same embedded broker coinpulse runs, started by the test).
     let store = Store::connect(&db.url).await.unwrap();
     coinpulse::mqtt::broker::start(
-        format!("127.0.0.1:{port}").parse().unwrap(),
+        Some(format!("127.0.0.1:{port}").parse().unwrap()),
         store,
         internal_password(),
         tokio::runtime::Handle::current(),
