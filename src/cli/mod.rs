@@ -1,5 +1,6 @@
 //! Command-line interface: `serve` and the owner's tools.
 
+mod bench;
 mod cabinet;
 mod sim;
 pub mod webhook_test;
@@ -41,14 +42,21 @@ pub enum Command {
     CabinetSim(sim::SimArgs),
     /// Send a correctly signed test checkout.session.completed to a running server.
     WebhookTest(webhook_test::WebhookTestArgs),
+    /// Measure latency, throughput, memory and start-up against a local server; prints figures.
+    Bench(bench::BenchArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings.finish();
     match cli.command {
-        Command::Serve => crate::app::Application::build(settings).await?.run().await,
+        Command::Serve => {
+            // Each connected cabinet is a socket; lift the soft limit so thousands fit.
+            crate::app::raise_fd_limit();
+            crate::app::Application::build(settings).await?.run().await
+        }
         Command::Cabinet(cmd) => cabinet::run(cmd, &settings).await,
         Command::CabinetSim(args) => sim::run(args, &settings).await,
         Command::WebhookTest(args) => webhook_test::run(args, &settings).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

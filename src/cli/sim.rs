@@ -29,7 +29,9 @@ pub async fn run(args: SimArgs, settings: &Settings) -> anyhow::Result<()> {
         .mqtt
         .or_else(|| settings.mqtt_url.clone())
         .unwrap_or_else(|| {
-            let listen = settings.mqtt_listen.unwrap_or(([127, 0, 0, 1], DEFAULT_PORT).into());
+            let listen = settings
+                .mqtt_listen
+                .unwrap_or(([127, 0, 0, 1], DEFAULT_PORT).into());
             format!("tcp://{}", local_target(listen))
         });
     println!("cabinet {} connecting to {broker} …", args.machine_id);

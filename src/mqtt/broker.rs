@@ -42,7 +42,10 @@ pub fn choose_listen(configured: Option<SocketAddr>) -> Result<std::net::TcpList
             return Ok(l);
         }
     }
-    Err(BrokerError { addr: default, cause: first_err })
+    Err(BrokerError {
+        addr: default,
+        cause: first_err,
+    })
 }
 
 /// Starts the broker on its own threads and returns the address it listens on.

@@ -1,0 +1,528 @@
+//! `coinpulse bench`: measures the performance targets against a real `coinpulse serve`
+//! child process on loopback (SQLite, embedded broker, fsync'd commits) and prints figures.
+//! Nothing here asserts timings; it reports them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use paho_mqtt as paho;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::mqtt::connection::{connect_options, create_client, Target};
+use crate::mqtt::Topics;
+use crate::stripe::webhook::sign;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Webhooks sent one at a time for the single-webhook latency.
+    #[arg(long, default_value_t = 300)]
+    sequential: usize,
+    /// Rate for the paced latency run (webhooks per second) …
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// … and how long it lasts (seconds).
+    #[arg(long, default_value_t = 10)]
+    rate_seconds: u64,
+    /// Webhooks for the throughput run (sent as fast as the server takes them).
+    #[arg(long, default_value_t = 30_000)]
+    throughput: usize,
+    /// Concurrent senders in the throughput run.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Cabinets connected at once to the embedded broker.
+    #[arg(long, default_value_t = 10_000)]
+    cabinets: usize,
+}
+
+const SECRET: &str = "whsec_bench";
+const TOKEN: &str = "bench-token";
+
+struct Server {
+    child: Child,
+    base: String,
+    mqtt: String,
+    _dir: tempfile_dir::Dir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+mod tempfile_dir {
+    /// A scratch directory removed on drop (the bench's database lives here).
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn summary(mut ms: Vec<f64>) -> String {
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    format!(
+        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.9),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN),
+        ms.len()
+    )
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+async fn start_server() -> anyhow::Result<(Server, Duration, u64)> {
+    let dir =
+        std::env::temp_dir().join(format!("coinpulse-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let (http, mqtt) = (free_port(), free_port());
+    let exe: PathBuf = std::env::current_exe()?;
+    let started = Instant::now();
+    let child = Command::new(exe)
+        .arg("serve")
+        .env("BIND", format!("127.0.0.1:{http}"))
+        .env("MQTT_LISTEN", format!("127.0.0.1:{mqtt}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}/bench.db", dir.display()),
+        )
+        .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("API_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .env_remove("MQTT_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{http}"),
+        mqtt: format!("tcp://127.0.0.1:{mqtt}"),
+        _dir: tempfile_dir::Dir(dir),
+    };
+    let client = reqwest::Client::new();
+    // Ready = answering /status with the broker connected.
+    let ready = loop {
+        if let Ok(r) = client.get(format!("{}/status", server.base)).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if v["mqtt"] == "connected" {
+                    break started.elapsed();
+                }
+            }
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("server did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss = rss_kib(server.child.id()).unwrap_or(0);
+    Ok((server, ready, rss))
+}
+
+async fn register(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    price: i64,
+) -> anyhow::Result<String> {
+    let res: serde_json::Value = client
+        .post(format!("{base}/api/v1/cabinets"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"machine_id": id, "price_minor": price, "currency": "usd"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(res["mqtt"]["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// A webhook whose pulse carries `seq` credits (price 1 cent), so pulses identify themselves.
+fn webhook(machine_id: &str, seq: i64) -> (String, String) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let body = crate::cli::webhook_test::checkout_completed_event(
+        &format!("evt_{id}"),
+        &format!("cs_{id}"),
+        machine_id,
+        seq,
+        "usd",
+    )
+    .to_string();
+    let sig = sign(SECRET, chrono::Utc::now().timestamp(), body.as_bytes());
+    (body, sig)
+}
+
+/// Receives every pulse for one cabinet and records when each `credits` value arrived.
+struct Receiver {
+    arrivals: Arc<Mutex<HashMap<i64, (Instant, u32)>>>,
+    _client: paho::AsyncClient,
+}
+
+async fn receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<Receiver> {
+    let target = Target {
+        uri: mqtt.to_owned(),
+        username: Some(machine_id.into()),
+        password: Some(secret.into()),
+        ca_file: None,
+        client_id: format!("bench-{machine_id}"),
+    };
+    let client = create_client(&target)?;
+    let arrivals: Arc<Mutex<HashMap<i64, (Instant, u32)>>> = Arc::default();
+    let sink = arrivals.clone();
+    client.set_message_callback(move |_, msg| {
+        let now = Instant::now();
+        if let Some(m) = msg {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(m.payload()) {
+                if let Some(c) = v["credits"].as_i64() {
+                    sink.lock()
+                        .unwrap()
+                        .entry(c)
+                        .and_modify(|e| e.1 += 1)
+                        .or_insert((now, 1));
+                }
+            }
+        }
+    });
+    client
+        .connect(connect_options(&target, true, None)?)
+        .await?;
+    client
+        .subscribe(
+            Topics::new("arcade/machine").coinpulse(machine_id),
+            paho::QOS_1,
+        )
+        .await?;
+    Ok(Receiver {
+        arrivals,
+        _client: client,
+    })
+}
+
+async fn wait_for(rx: &Receiver, count: usize, limit: Duration) -> bool {
+    let start = Instant::now();
+    while rx.arrivals.lock().unwrap().len() < count {
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    true
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: String, sig: String) -> bool {
+    match client
+        .post(url)
+        .header("Stripe-Signature", sig)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    println!("coinpulse bench: a `coinpulse serve` child process on loopback, SQLite (WAL, synchronous=FULL), embedded broker\n");
+    let (server, ready, idle_rss) = start_server().await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let url = format!("{}/webhooks/stripe", server.base);
+    let mut report: Vec<(String, String)> = Vec::new();
+    report.push((
+        "start to ready".into(),
+        format!(
+            "{:.0} ms (spawn → /status answers with MQTT connected)",
+            ready.as_secs_f64() * 1000.0
+        ),
+    ));
+    report.push((
+        "idle memory".into(),
+        format!("{:.1} MB RSS", idle_rss as f64 / 1024.0),
+    ));
+
+    // 1. One at a time.
+    let secret = register(&client, &server.base, "bench-seq", 1).await?;
+    let rx = receiver(&server.mqtt, "bench-seq", &secret).await?;
+    let pb = bar(args.sequential as u64, "sequential webhooks");
+    let mut lat = Vec::with_capacity(args.sequential);
+    for seq in 1..=args.sequential as i64 {
+        let (body, sig) = webhook("bench-seq", seq);
+        let t0 = Instant::now();
+        anyhow::ensure!(post(&client, &url, body, sig).await, "webhook refused");
+        anyhow::ensure!(
+            wait_for(&rx, seq as usize, Duration::from_secs(10)).await,
+            "pulse {seq} never arrived"
+        );
+        let at = rx.arrivals.lock().unwrap()[&seq].0;
+        lat.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    report.push(("webhook → pulse, one at a time".into(), summary(lat)));
+
+    // 2. Paced.
+    let total = (args.rate * args.rate_seconds) as usize;
+    let secret = register(&client, &server.base, "bench-rate", 1).await?;
+    let rx = receiver(&server.mqtt, "bench-rate", &secret).await?;
+    let prepared: Vec<(String, String)> = (1..=total as i64)
+        .map(|s| webhook("bench-rate", s))
+        .collect();
+    let sent_at: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let pb = bar(total as u64, &format!("{} webhooks/s", args.rate));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut handles = Vec::with_capacity(total);
+    for (i, (body, sig)) in prepared.into_iter().enumerate() {
+        tick.tick().await;
+        let (client, url, sent_at) = (client.clone(), url.clone(), sent_at.clone());
+        sent_at.lock().unwrap().insert(i as i64 + 1, Instant::now());
+        handles.push(tokio::spawn(
+            async move { post(&client, &url, body, sig).await },
+        ));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let ok = futures::future::join_all(handles)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    wait_for(&rx, total, Duration::from_secs(30)).await;
+    let arrivals = rx.arrivals.lock().unwrap().clone();
+    let sent = sent_at.lock().unwrap();
+    let lat: Vec<f64> = arrivals
+        .iter()
+        .filter_map(|(k, (at, _))| {
+            sent.get(k)
+                .map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    report.push((
+        format!("webhook → pulse at {}/s", args.rate),
+        format!("{} ; {ok}/{total} answered 200", summary(lat)),
+    ));
+
+    // 3. Throughput.
+    let secret = register(&client, &server.base, "bench-max", 1).await?;
+    let rx = receiver(&server.mqtt, "bench-max", &secret).await?;
+    let n = args.throughput;
+    let prepared: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(
+        (1..=n as i64)
+            .rev()
+            .map(|s| webhook("bench-max", s))
+            .collect(),
+    ));
+    let pb = bar(n as u64, "max throughput");
+    let start = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (client, url, prepared, pb) =
+                (client.clone(), url.clone(), prepared.clone(), pb.clone());
+            tokio::spawn(async move {
+                let mut ok = 0usize;
+                loop {
+                    let next = prepared.lock().unwrap().pop();
+                    let Some((body, sig)) = next else { break };
+                    if post(&client, &url, body, sig).await {
+                        ok += 1;
+                    }
+                    pb.inc(1);
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_or(0))
+        .sum();
+    let acked = start.elapsed();
+    let all = wait_for(&rx, n, Duration::from_secs(60)).await;
+    let delivered = start.elapsed();
+    pb.finish_and_clear();
+    let arrivals = rx.arrivals.lock().unwrap();
+    let doubled = arrivals.values().filter(|(_, c)| *c > 1).count();
+    report.push((
+        "throughput (verified, stored, fsync'd)".into(),
+        format!(
+            "{:.0} webhooks/s answered 200 ({ok}/{n} in {:.2} s, {} senders)",
+            ok as f64 / acked.as_secs_f64(),
+            acked.as_secs_f64(),
+            args.concurrency
+        ),
+    ));
+    report.push((
+        "  … delivered as pulses".into(),
+        format!(
+            "{} of {n} received in {:.2} s; lost {}, received twice {doubled}{}",
+            arrivals.len(),
+            delivered.as_secs_f64(),
+            n - arrivals.len(),
+            if all { "" } else { " (timed out)" }
+        ),
+    ));
+    drop(arrivals);
+
+    // 4. Many cabinets.
+    let (connected, took, rss) = many_cabinets(&client, &server, args.cabinets).await?;
+    report.push((
+        format!("{} cabinets on the embedded broker", args.cabinets),
+        format!(
+            "{connected} connected in {:.1} s; server RSS then {:.1} MB",
+            took.as_secs_f64(),
+            rss as f64 / 1024.0
+        ),
+    ));
+
+    println!("\n{:<42} result", "measure");
+    for (k, v) in &report {
+        println!("{k:<42} {v}");
+    }
+    Ok(())
+}
+
+/// Registers `n` cabinets and holds one raw MQTT 3.1.1 connection open for each.
+async fn many_cabinets(
+    client: &reqwest::Client,
+    server: &Server,
+    n: usize,
+) -> anyhow::Result<(usize, Duration, u64)> {
+    crate::app::raise_fd_limit();
+    let pb = bar(n as u64, "registering cabinets");
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut regs = Vec::with_capacity(n);
+    for i in 0..n {
+        let (client, base, sem, pb) =
+            (client.clone(), server.base.clone(), sem.clone(), pb.clone());
+        regs.push(tokio::spawn(async move {
+            let _p = sem.acquire().await;
+            let id = format!("fleet-{i}");
+            let secret = register(&client, &base, &id, 100).await;
+            pb.inc(1);
+            secret.map(|s| (id, s))
+        }));
+    }
+    let creds: Vec<(String, String)> = futures::future::join_all(regs)
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok()?.ok())
+        .collect();
+    pb.finish_and_clear();
+    let addr = server.mqtt.trim_start_matches("tcp://").to_owned();
+    let pb = bar(creds.len() as u64, "connecting cabinets");
+    let sem = Arc::new(tokio::sync::Semaphore::new(256));
+    let start = Instant::now();
+    let mut conns = Vec::with_capacity(creds.len());
+    for (id, secret) in creds {
+        let (addr, sem, pb) = (addr.clone(), sem.clone(), pb.clone());
+        conns.push(tokio::spawn(async move {
+            let _p = sem.acquire().await;
+            let r = mqtt_connect(&addr, &id, &secret).await;
+            pb.inc(1);
+            r.ok()
+        }));
+    }
+    let streams: Vec<_> = futures::future::join_all(conns)
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok().flatten())
+        .collect();
+    let took = start.elapsed();
+    pb.finish_and_clear();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = rss_kib(server.child.id()).unwrap_or(0);
+    let connected = streams.len();
+    drop(streams);
+    Ok((connected, took, rss))
+}
+
+/// CONNECT with username/password and clean session; returns the stream once CONNACK accepts.
+async fn mqtt_connect(addr: &str, user: &str, pass: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    fn field(buf: &mut Vec<u8>, s: &str) {
+        buf.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    }
+    let mut body = Vec::new();
+    field(&mut body, "MQTT");
+    body.push(4); // protocol level 3.1.1
+    body.push(0b1100_0010); // username, password, clean session
+    body.extend_from_slice(&600u16.to_be_bytes()); // keep-alive 10 min: idle for the whole run
+    field(&mut body, &format!("c-{user}"));
+    field(&mut body, user);
+    field(&mut body, pass);
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(&packet).await?;
+    let mut connack = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut connack)).await??;
+    anyhow::ensure!(
+        connack[0] == 0x20 && connack[3] == 0,
+        "refused: {connack:?}"
+    );
+    Ok(stream)
+}
