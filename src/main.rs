@@ -12,7 +12,9 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(cli::run(cli)) {
+    // The application runs as a task on the worker threads, not on this thread.
+    let result = runtime.block_on(async { tokio::spawn(cli::run(cli)).await });
+    match result.unwrap_or_else(|e| Err(anyhow::anyhow!("crashed: {e}"))) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One clear line, naming the setting when a setting is at fault.

@@ -35,6 +35,26 @@ impl Keys {
     }
 }
 
+/// Cabinets looked up during one writer transaction. A batch of webhooks for the same
+/// cabinet reads it once; the transaction's snapshot keeps the copies consistent.
+#[derive(Default)]
+pub struct CabinetCache(std::collections::HashMap<String, Option<Cabinet>>);
+
+impl CabinetCache {
+    pub async fn get(
+        &mut self,
+        conn: &mut Conn,
+        machine_id: &str,
+    ) -> Result<Option<Cabinet>, sqlx::Error> {
+        if let Some(c) = self.0.get(machine_id) {
+            return Ok(c.clone());
+        }
+        let c = tx::cabinet(conn, machine_id).await?;
+        self.0.insert(machine_id.to_owned(), c.clone());
+        Ok(c)
+    }
+}
+
 /// What became of a webhook, stored as `stripe_events.outcome`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -90,6 +110,7 @@ impl WebhookOutcome {
 pub async fn apply_event(
     conn: &mut Conn,
     keys: &Keys,
+    cabinets: &mut CabinetCache,
     ev: &Event,
 ) -> Result<WebhookOutcome, sqlx::Error> {
     let now = now_db();
@@ -106,10 +127,10 @@ pub async fn apply_event(
     }
     let result = match &ev.body {
         EventBody::CheckoutCompleted(s) => match s.payment_status.as_str() {
-            "paid" | "no_payment_required" => credit(conn, keys, ev, s, &now).await?,
+            "paid" | "no_payment_required" => credit(conn, keys, cabinets, ev, s, &now).await?,
             _ => record_pending(conn, ev, s, &now).await?,
         },
-        EventBody::CheckoutAsyncSucceeded(s) => credit(conn, keys, ev, s, &now).await?,
+        EventBody::CheckoutAsyncSucceeded(s) => credit(conn, keys, cabinets, ev, s, &now).await?,
         EventBody::CheckoutAsyncFailed(s) => {
             close_pending(conn, s, "failed", Outcome::Failed, &now).await?
         }
@@ -199,6 +220,7 @@ pub fn book(s: &CheckoutSession, cabinet: Option<&Cabinet>) -> Booking {
 async fn credit(
     conn: &mut Conn,
     keys: &Keys,
+    cabinets: &mut CabinetCache,
     ev: &Event,
     s: &CheckoutSession,
     now: &str,
@@ -218,7 +240,7 @@ async fn credit(
         .get("machine_id")
         .or(s.client_reference_id.as_ref());
     let cabinet = match raw_id {
-        Some(id) if MachineId::parse(id).is_ok() => tx::cabinet(conn, id).await?,
+        Some(id) if MachineId::parse(id).is_ok() => cabinets.get(conn, id).await?,
         _ => None,
     };
     let booking = book(s, cabinet.as_ref());
@@ -378,11 +400,12 @@ async fn refund(conn: &mut Conn, c: &Charge, now: &str) -> Result<WebhookOutcome
 pub async fn grant(
     conn: &mut Conn,
     keys: &Keys,
+    cabinets: &mut CabinetCache,
     machine_id: &str,
     credits: i64,
     reason: &str,
 ) -> Result<Option<OutboxPulse>, sqlx::Error> {
-    let Some(cabinet) = tx::cabinet(conn, machine_id).await? else {
+    let Some(cabinet) = cabinets.get(conn, machine_id).await? else {
         return Ok(None);
     };
     let now = now_db();

@@ -5,7 +5,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::now_db;
-use crate::payments::{self, Keys, WebhookOutcome};
+use crate::payments::{self, CabinetCache, Keys, WebhookOutcome};
 use crate::store::tx::{self, NewPlay};
 use crate::store::{OutboxPulse, Store};
 use crate::stripe::webhook::Event;
@@ -256,13 +256,16 @@ async fn commit(store: &Store, keys: &Keys, ops: &[&Op]) -> Result<Vec<Applied>,
     let mut out = Vec::with_capacity(ops.len());
     // Published marks in one statement per batch rather than one per pulse.
     let mut published: Vec<String> = Vec::new();
+    let mut cabinets = CabinetCache::default();
     for op in ops {
         let applied = match op {
             Op::Published(ids) => {
                 published.extend(ids.iter().cloned());
                 (Done::Nothing, None)
             }
-            other => apply(&mut txn, keys, other).await.map_err(db)?,
+            other => apply(&mut txn, keys, &mut cabinets, other)
+                .await
+                .map_err(db)?,
         };
         out.push(applied);
     }
@@ -275,10 +278,15 @@ async fn commit(store: &Store, keys: &Keys, ops: &[&Op]) -> Result<Vec<Applied>,
     Ok(out)
 }
 
-async fn apply(conn: &mut tx::Conn, keys: &Keys, op: &Op) -> Result<Applied, sqlx::Error> {
+async fn apply(
+    conn: &mut tx::Conn,
+    keys: &Keys,
+    cabinets: &mut CabinetCache,
+    op: &Op,
+) -> Result<Applied, sqlx::Error> {
     Ok(match op {
         Op::Webhook(ev) => {
-            let outcome = payments::apply_event(conn, keys, ev).await?;
+            let outcome = payments::apply_event(conn, keys, cabinets, ev).await?;
             let pulse = outcome.pulse.clone();
             (Done::Webhook(outcome), pulse)
         }
@@ -287,7 +295,7 @@ async fn apply(conn: &mut tx::Conn, keys: &Keys, op: &Op) -> Result<Applied, sql
             credits,
             reason,
         } => {
-            let pulse = payments::grant(conn, keys, machine_id, *credits, reason).await?;
+            let pulse = payments::grant(conn, keys, cabinets, machine_id, *credits, reason).await?;
             (Done::Grant(pulse.clone()), pulse)
         }
         Op::Acked {
@@ -298,7 +306,7 @@ async fn apply(conn: &mut tx::Conn, keys: &Keys, op: &Op) -> Result<Applied, sql
             None,
         ),
         Op::Play(p) => {
-            if tx::cabinet(conn, &p.machine_id).await?.is_none() {
+            if cabinets.get(conn, &p.machine_id).await?.is_none() {
                 tracing::warn!(machine_id = %p.machine_id, "game over from an unknown cabinet ignored");
                 return Ok((Done::Flag(false), None));
             }

@@ -339,15 +339,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .filter(|r| matches!(r, Ok(true)))
         .count();
     wait_for(&rx, total, Duration::from_secs(30)).await;
-    let arrivals = rx.arrivals.lock().unwrap().clone();
-    let sent = sent_at.lock().unwrap();
-    let lat: Vec<f64> = arrivals
-        .iter()
-        .filter_map(|(k, (at, _))| {
-            sent.get(k)
-                .map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)
-        })
-        .collect();
+    let lat: Vec<f64> = {
+        let arrivals = rx.arrivals.lock().unwrap().clone();
+        let sent = sent_at.lock().unwrap();
+        arrivals
+            .iter()
+            .filter_map(|(k, (at, _))| {
+                sent.get(k)
+                    .map(|s| at.duration_since(*s).as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
     report.push((
         format!("webhook → pulse at {}/s", args.rate),
         format!("{} ; {ok}/{total} answered 200", summary(lat)),
@@ -392,8 +394,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let all = wait_for(&rx, n, Duration::from_secs(60)).await;
     let delivered = start.elapsed();
     pb.finish_and_clear();
-    let arrivals = rx.arrivals.lock().unwrap();
-    let doubled = arrivals.values().filter(|(_, c)| *c > 1).count();
+    let (received, doubled) = {
+        let arrivals = rx.arrivals.lock().unwrap();
+        (
+            arrivals.len(),
+            arrivals.values().filter(|(_, c)| *c > 1).count(),
+        )
+    };
     report.push((
         "throughput (verified, stored, fsync'd)".into(),
         format!(
@@ -407,13 +414,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "  … delivered as pulses".into(),
         format!(
             "{} of {n} received in {:.2} s; lost {}, received twice {doubled}{}",
-            arrivals.len(),
+            received,
             delivered.as_secs_f64(),
-            n - arrivals.len(),
+            n - received,
             if all { "" } else { " (timed out)" }
         ),
     ));
-    drop(arrivals);
 
     // 4. Many cabinets.
     let (connected, took, rss) = many_cabinets(&client, &server, args.cabinets).await?;

@@ -82,9 +82,16 @@ pub async fn gameover(
     let payload = serde_json::to_string(&message).expect("serialisable");
     let topic = state.topics.gameover(&cabinet.machine_id);
     if state.stats.is_connected() {
-        let _ = state
+        let token = state
             .mqtt
             .publish(paho::Message::new(topic, payload, paho::QOS_1));
+        match tokio::time::timeout(std::time::Duration::from_secs(2), token).await {
+            Ok(Ok(())) => {}
+            // The play is logged either way; only the courtesy broadcast is missing.
+            _ => {
+                tracing::warn!(machine_id = %cabinet.machine_id, "could not republish game over on MQTT")
+            }
+        }
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "game_over",
