@@ -123,6 +123,11 @@ impl Application {
             mqtt: mqtt.clone(),
             topics,
             broker: broker_label.clone(),
+            stripe: crate::stripe::api::StripeApi::new(
+                &settings.stripe_api_base,
+                settings.stripe_secret_key.as_ref().map(|k| k.expose()),
+                settings.allow_promotion_codes,
+            ),
         });
         let server = HttpServer::new(move || {
             App::new()

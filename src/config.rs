@@ -142,6 +142,14 @@ pub struct Settings {
     #[arg(long, env = "SECRET_KEY", value_parser = parse_secret, hide_env_values = true, global = true)]
     pub secret_key: Option<Secret>,
 
+    /// Let players enter Stripe promotion codes at checkout.
+    #[arg(long, env = "ALLOW_PROMOTION_CODES", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub allow_promotion_codes: bool,
+
+    /// Seconds a cabinet may be offline before its pay page stops taking payments.
+    #[arg(long, env = "OFFLINE_AFTER", default_value_t = 120, global = true)]
+    pub offline_after: u64,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod mqtt;
 pub mod payments;
+pub mod qr;
 pub mod store;
 pub mod stripe;
 pub mod web;

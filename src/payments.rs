@@ -29,6 +29,11 @@ impl Keys {
         derive_cabinet_secret(&self.master, machine_id, salt)
     }
 
+    /// A keyed MAC for tokens the server hands out and checks later (CSRF, idempotency).
+    pub fn mac(&self, purpose: &str, data: &str) -> String {
+        derive_cabinet_secret(&self.master, purpose, data)
+    }
+
     /// The password the server's own MQTT client uses on the embedded broker.
     pub fn internal_mqtt_password(&self) -> String {
         derive_cabinet_secret(&self.master, "$coinpulse-server", "internal")
@@ -217,6 +222,32 @@ pub fn book(s: &CheckoutSession, cabinet: Option<&Cabinet>) -> Booking {
     }
 }
 
+/// Pure: books a session coinpulse created. The amount must be what was asked, or less by
+/// exactly the discount Stripe reports (a promotion code).
+pub fn book_stored(s: &CheckoutSession, t: &tx::SessionTruth, cabinet: Option<&Cabinet>) -> Booking {
+    let machine_id = Some(t.machine_id.clone());
+    let review = |reason: String| Booking { machine_id: machine_id.clone(), credits: 0, review_reason: Some(reason) };
+    let Some(cabinet) = cabinet else {
+        return review(format!("cabinet {} no longer exists", t.machine_id));
+    };
+    if !cabinet.enabled {
+        return review(format!("cabinet {} is disabled", t.machine_id));
+    }
+    if s.currency.as_deref() != Some(t.currency.as_str()) {
+        return review(format!(
+            "currency {} does not match the session's {}",
+            s.currency.as_deref().unwrap_or("(none)"),
+            t.currency
+        ));
+    }
+    let paid = s.amount_total.unwrap_or(-1);
+    let discounted = paid < t.amount_minor && s.amount_discount > 0 && paid + s.amount_discount == t.amount_minor;
+    if paid != t.amount_minor && !discounted {
+        return review(format!("paid {paid}, expected {} for {} credits", t.amount_minor, t.credits));
+    }
+    Booking { machine_id, credits: t.credits, review_reason: None }
+}
+
 async fn credit(
     conn: &mut Conn,
     keys: &Keys,
@@ -235,15 +266,27 @@ async fn credit(
             });
         }
     }
-    let raw_id = s
-        .metadata
-        .get("machine_id")
-        .or(s.client_reference_id.as_ref());
-    let cabinet = match raw_id {
-        Some(id) if MachineId::parse(id).is_ok() => cabinets.get(conn, id).await?,
+    // A session coinpulse created is booked from what was stored when it was created, so
+    // edited metadata cannot change the cabinet or the credits.
+    let truth = tx::checkout_session(conn, &s.id).await?;
+    let booking = match &truth {
+        Some(t) => {
+            let cabinet = cabinets.get(conn, &t.machine_id).await?;
+            book_stored(s, t, cabinet.as_ref())
+        }
+        None => {
+            let raw_id = s.metadata.get("machine_id").or(s.client_reference_id.as_ref());
+            let cabinet = match raw_id {
+                Some(id) if MachineId::parse(id).is_ok() => cabinets.get(conn, id).await?,
+                _ => None,
+            };
+            book(s, cabinet.as_ref())
+        }
+    };
+    let cabinet = match &booking.machine_id {
+        Some(id) if booking.review_reason.is_none() => cabinets.get(conn, id).await?,
         _ => None,
     };
-    let booking = book(s, cabinet.as_ref());
     let payment_id = existing
         .as_ref()
         .map(|p| p.id.clone())
@@ -274,6 +317,10 @@ async fn credit(
     if !stored {
         // Another writer (a second replica) settled this session first.
         return Ok(WebhookOutcome::of(Outcome::Duplicate));
+    }
+    if truth.is_some() {
+        let state = if booking.review_reason.is_some() { "review" } else { "paid" };
+        tx::set_checkout_status(conn, &s.id, state).await?;
     }
     if let Some(reason) = booking.review_reason.clone() {
         tracing::warn!(payment_id = %payment_id, machine_id = ?booking.machine_id, reason = %reason,
@@ -358,6 +405,7 @@ async fn close_pending(
     outcome: Outcome,
     now: &str,
 ) -> Result<WebhookOutcome, sqlx::Error> {
+    tx::set_checkout_status(conn, &s.id, to_status).await?;
     let payment = tx::payment_by_session(conn, &s.id).await?;
     if let Some(p) = &payment {
         if tx::set_payment_status(conn, &p.id, "pending", to_status, now).await? {

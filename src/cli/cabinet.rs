@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use crate::cabinets::{self, CabinetInput, CabinetUpdate};
 use crate::config::Settings;
-use crate::domain::{parse_amount, Currency, Money};
+use crate::domain::{parse_amount, Bundle, Currency, Money};
 use crate::payments::Keys;
 use crate::store::{Cabinet, Store};
 
@@ -24,6 +24,8 @@ pub enum CabinetCommand {
         #[arg(long)]
         currency: Option<String>,
     },
+    /// Set the bundles on the pay page, e.g. `1:1.00 3:2.50 "6:4.50:Party pack"` (credits:price[:label]); none clears them.
+    SetBundles { machine_id: String, bundles: Vec<String> },
     /// Stop taking payments for a cabinet (its payments go to review).
     Disable { machine_id: String },
     /// Take payments for a cabinet again.
@@ -86,7 +88,11 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
             }
         }
         CabinetCommand::Show { machine_id } => match store.cabinet(&machine_id).await? {
-            Some(c) => print_cabinet(&c),
+            Some(c) => {
+                print_cabinet(&c);
+                print_bundles(&c, &store.bundles(&c.machine_id).await?);
+                println!("pay page:    {}/p/{}", settings.public_url, c.machine_id);
+            }
             None => anyhow::bail!("no cabinet with machine_id {machine_id:?}"),
         },
         CabinetCommand::SetPrice {
@@ -106,6 +112,21 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
                 ..Default::default()
             };
             print_cabinet(&cabinets::update(&store, &machine_id, &update).await?);
+        }
+        CabinetCommand::SetBundles { machine_id, bundles } => {
+            let cabinet = store
+                .cabinet(&machine_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no cabinet with machine_id {machine_id:?}"))?;
+            let currency = Currency::parse(&cabinet.currency).map_err(anyhow::Error::msg)?;
+            let parsed = bundles
+                .iter()
+                .map(|b| parse_bundle(b, &currency))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let saved = cabinets::set_bundles(&store, &cabinet, &parsed).await?;
+            print_cabinet(&cabinet);
+            print_bundles(&cabinet, &saved);
         }
         CabinetCommand::Disable { machine_id } => {
             let u = CabinetUpdate {
@@ -138,6 +159,30 @@ fn price(c: &Cabinet) -> String {
         }
         .to_string(),
         Err(_) => format!("{} {}", c.price_minor, c.currency),
+    }
+}
+
+/// `3:2.50` or `3:2.50:Best value`.
+fn parse_bundle(text: &str, currency: &Currency) -> Result<Bundle, String> {
+    let mut parts = text.splitn(3, ':');
+    let credits = parts.next().and_then(|c| c.trim().parse::<i64>().ok());
+    let price = parts.next().map(|p| parse_amount(p, currency));
+    match (credits, price) {
+        (Some(credits), Some(Ok(price_minor))) => Ok(Bundle { credits, price_minor, label: parts.next().unwrap_or("").to_owned() }),
+        (_, Some(Err(e))) => Err(format!("bundle {text:?}: {e}")),
+        _ => Err(format!("bundle {text:?}: write credits:price, e.g. 3:2.50")),
+    }
+}
+
+fn print_bundles(c: &Cabinet, bundles: &[Bundle]) {
+    if bundles.is_empty() {
+        println!("bundles:     none (the pay page offers single credits at the base price)");
+        return;
+    }
+    println!("bundles:");
+    for b in bundles {
+        let price = Currency::parse(&c.currency).map(|cur| Money { minor: b.price_minor, currency: cur }.to_string()).unwrap_or_default();
+        println!("  {:<20} {price}", b.title());
     }
 }
 

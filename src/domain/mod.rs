@@ -1,10 +1,12 @@
 //! Plain domain types and rules: identifiers, money, credit calculation, pulse signing.
 //! Nothing here knows about HTTP, SQL or MQTT, so all of it is unit-tested directly.
 
+mod bundles;
 mod money;
 mod pulse;
 mod secrets;
 
+pub use bundles::{minimum_charge, offered_bundles, validate_bundles, Bundle, MAX_BUNDLES};
 pub use money::{credits_for_amount, parse_amount, Currency, Money};
 pub use pulse::{sign_pulse, verify_pulse, PulseMessage, PulseSource};
 pub use secrets::{

@@ -2,10 +2,12 @@
 //! runtime-checked queries with `$n` placeholders, which both backends accept).
 
 mod cabinets;
+mod pay;
 mod records;
 pub mod tx;
 
 pub use cabinets::{Cabinet, CabinetPatch, NewCabinet};
+pub use pay::{Progress, StoredSession};
 pub use records::{OutboxPulse, Payment, PaymentFilter, Play, PulseRow};
 
 use std::str::FromStr;

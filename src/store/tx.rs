@@ -326,3 +326,39 @@ pub async fn set_cabinet_status(
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// A checkout session coinpulse created: the server's truth about what was bought.
+#[derive(Debug, Clone)]
+pub struct SessionTruth {
+    pub machine_id: String,
+    pub credits: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+pub async fn checkout_session(conn: &mut Conn, id: &str) -> Result<Option<SessionTruth>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT machine_id, credits, amount_minor, currency FROM checkout_sessions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        Ok(SessionTruth {
+            machine_id: r.try_get("machine_id")?,
+            credits: r.try_get("credits")?,
+            amount_minor: r.try_get("amount_minor")?,
+            currency: r.try_get("currency")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn set_checkout_status(conn: &mut Conn, id: &str, status: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE checkout_sessions SET status = $2 WHERE id = $1")
+        .bind(id)
+        .bind(status)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

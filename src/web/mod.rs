@@ -3,6 +3,7 @@
 mod api;
 mod gameover;
 mod home;
+mod pay;
 mod status;
 mod webhooks;
 
@@ -29,6 +30,7 @@ pub struct AppState {
     pub topics: Topics,
     /// `embedded` or the external broker's URL, for cabinet installers.
     pub broker: String,
+    pub stripe: crate::stripe::api::StripeApi,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -45,6 +47,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // The seed's webhook path, so Stripe endpoints configured for it keep working.
     .route("/addCredit", web::post().to(webhooks::stripe))
     .route("/gameover", web::post().to(gameover::gameover))
+    .route("/create-payment-link", web::post().to(api::create_payment_link))
+    // The player's pages: the QR sticker points at /p/{machine_id}.
+    .route("/p/{machine_id}", web::get().to(pay::page))
+    .route("/p/{machine_id}/checkout", web::post().to(pay::checkout))
+    .route("/p/{machine_id}/thanks", web::get().to(pay::thanks))
+    .route("/p/{machine_id}/status", web::get().to(pay::status))
     .service(
         web::scope("/api/v1")
             .route("/cabinets", web::post().to(api::create_cabinet))
@@ -58,6 +66,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/cabinets/{machine_id}/credits",
                 web::post().to(api::grant_credits),
             )
+            .route("/cabinets/{machine_id}/bundles", web::get().to(api::get_bundles))
+            .route("/cabinets/{machine_id}/bundles", web::put().to(api::put_bundles))
+            .route("/cabinets/{machine_id}/qr.{format}", web::get().to(api::qr))
             .route("/payments", web::get().to(api::list_payments))
             .route("/payments/{id}", web::get().to(api::get_payment))
             .route("/plays", web::get().to(api::list_plays))

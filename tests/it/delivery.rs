@@ -24,6 +24,7 @@ async fn pulse_waits_for_an_unreachable_broker_and_arrives_once() {
             mqtt_username: Some(INTERNAL_USER.into()),
             mqtt_password: Some(internal_password()),
             wait_connected: false,
+            ..AppOptions::default()
         },
     )
     .await;

@@ -87,6 +87,10 @@ pub struct AppOptions {
     pub mqtt_password: Option<String>,
     /// Wait for the server's MQTT connection before returning (off for dead brokers).
     pub wait_connected: bool,
+    /// The fake Stripe to call, when the test needs Stripe's API.
+    pub stripe_api_base: Option<String>,
+    pub offline_after: Option<u64>,
+    pub allow_promotion_codes: bool,
 }
 
 impl Default for AppOptions {
@@ -98,6 +102,9 @@ impl Default for AppOptions {
             mqtt_username: None,
             mqtt_password: None,
             wait_connected: true,
+            stripe_api_base: None,
+            offline_after: None,
+            allow_promotion_codes: false,
         }
     }
 }
@@ -132,7 +139,10 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         format!("--mqtt-topic-prefix={prefix}"),
         format!("--mqtt-listen=127.0.0.1:{}", free_port()),
         format!("--mqtt-client-id={}", unique("coinpulse-test")),
-        "--stripe-api-base=http://127.0.0.1:9".into(),
+        format!("--stripe-api-base={}", opts.stripe_api_base.as_deref().unwrap_or("http://127.0.0.1:9")),
+        format!("--stripe-secret-key={}", crate::fake_stripe::SECRET_KEY),
+        format!("--allow-promotion-codes={}", opts.allow_promotion_codes),
+        format!("--offline-after={}", opts.offline_after.unwrap_or(120)),
     ];
     if let Some(url) = &opts.mqtt_url {
         args.push(format!("--mqtt-url={url}"));

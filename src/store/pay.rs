@@ -1,0 +1,164 @@
+//! Bundles, checkout sessions created by coinpulse, and cached Stripe prices.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::domain::{now_db, Bundle};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredSession {
+    pub id: String,
+    pub machine_id: String,
+    pub credits: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub bundle_label: String,
+    pub url: String,
+    pub status: String,
+    pub created_at: String,
+}
+
+/// Where a checkout stands, for the player's thanks page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub payment_status: Option<String>,
+    pub published: bool,
+    pub acked: bool,
+}
+
+impl Store {
+    pub async fn bundles(&self, machine_id: &str) -> Result<Vec<Bundle>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT credits, price_minor, label FROM bundles WHERE machine_id = $1 ORDER BY position",
+        )
+        .bind(machine_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Bundle {
+                    credits: r.try_get("credits")?,
+                    price_minor: r.try_get("price_minor")?,
+                    label: r.try_get("label")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Replaces a cabinet's bundles (already validated) in one transaction.
+    pub async fn set_bundles(&self, machine_id: &str, bundles: &[Bundle]) -> Result<(), StoreError> {
+        let mut txn = self.pool().begin().await?;
+        sqlx::query("DELETE FROM bundles WHERE machine_id = $1")
+            .bind(machine_id)
+            .execute(&mut *txn)
+            .await?;
+        for (i, b) in bundles.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO bundles (machine_id, position, credits, price_minor, label) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(machine_id)
+            .bind(i as i64)
+            .bind(b.credits)
+            .bind(b.price_minor)
+            .bind(&b.label)
+            .execute(&mut *txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn insert_checkout_session(&self, s: &StoredSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO checkout_sessions (id, machine_id, credits, amount_minor, currency, bundle_label, url, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&s.id)
+        .bind(&s.machine_id)
+        .bind(s.credits)
+        .bind(s.amount_minor)
+        .bind(&s.currency)
+        .bind(&s.bundle_label)
+        .bind(&s.url)
+        .bind(&s.status)
+        .bind(&s.created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn checkout_session(&self, id: &str) -> Result<Option<StoredSession>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, machine_id, credits, amount_minor, currency, bundle_label, url, status, created_at \
+             FROM checkout_sessions WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| {
+            Ok(StoredSession {
+                id: r.try_get("id")?,
+                machine_id: r.try_get("machine_id")?,
+                credits: r.try_get("credits")?,
+                amount_minor: r.try_get("amount_minor")?,
+                currency: r.try_get("currency")?,
+                bundle_label: r.try_get("bundle_label")?,
+                url: r.try_get("url")?,
+                status: r.try_get("status")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| e.into())
+    }
+
+    /// The payment and pulse state behind a checkout session.
+    pub async fn checkout_progress(&self, session_id: &str) -> Result<Progress, StoreError> {
+        let row = sqlx::query(
+            "SELECT p.status, u.published_at, u.acked_at FROM payments p \
+             LEFT JOIN pulses u ON u.payment_id = p.id WHERE p.checkout_session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match row {
+            None => Progress { payment_status: None, published: false, acked: false },
+            Some(r) => Progress {
+                payment_status: Some(r.try_get("status")?),
+                published: r.try_get::<Option<String>, _>("published_at")?.is_some(),
+                acked: r.try_get::<Option<String>, _>("acked_at")?.is_some(),
+            },
+        })
+    }
+
+    /// The Stripe (product, price) made earlier for this cabinet at this price, if any.
+    pub async fn stripe_price(&self, machine_id: &str, price_minor: i64, currency: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT product_id, price_id FROM stripe_prices WHERE machine_id = $1 AND price_minor = $2 AND currency = $3",
+        )
+        .bind(machine_id)
+        .bind(price_minor)
+        .bind(currency)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| (r.get("product_id"), r.get("price_id"))))
+    }
+
+    pub async fn save_stripe_price(&self, machine_id: &str, price_minor: i64, currency: &str, product_id: &str, price_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO stripe_prices (machine_id, price_minor, currency, product_id, price_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(machine_id)
+        .bind(price_minor)
+        .bind(currency)
+        .bind(product_id)
+        .bind(price_id)
+        .bind(now_db())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
