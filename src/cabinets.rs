@@ -188,9 +188,15 @@ pub async fn rotate_secret(
 }
 
 /// Validates and stores a cabinet's bundles, in its currency.
-pub async fn set_bundles(store: &Store, cabinet: &Cabinet, bundles: &[crate::domain::Bundle]) -> Result<Vec<crate::domain::Bundle>, CabinetError> {
-    let currency = Currency::parse(&cabinet.currency).map_err(|e| CabinetError::Invalid("currency", e))?;
-    let valid = crate::domain::validate_bundles(bundles, &currency).map_err(|e| CabinetError::Invalid("bundles", e))?;
+pub async fn set_bundles(
+    store: &Store,
+    cabinet: &Cabinet,
+    bundles: &[crate::domain::Bundle],
+) -> Result<Vec<crate::domain::Bundle>, CabinetError> {
+    let currency =
+        Currency::parse(&cabinet.currency).map_err(|e| CabinetError::Invalid("currency", e))?;
+    let valid = crate::domain::validate_bundles(bundles, &currency)
+        .map_err(|e| CabinetError::Invalid("bundles", e))?;
     store.set_bundles(&cabinet.machine_id, &valid).await?;
     tracing::info!(machine_id = %cabinet.machine_id, count = valid.len(), "bundles updated");
     Ok(valid)

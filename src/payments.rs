@@ -224,9 +224,17 @@ pub fn book(s: &CheckoutSession, cabinet: Option<&Cabinet>) -> Booking {
 
 /// Pure: books a session coinpulse created. The amount must be what was asked, or less by
 /// exactly the discount Stripe reports (a promotion code).
-pub fn book_stored(s: &CheckoutSession, t: &tx::SessionTruth, cabinet: Option<&Cabinet>) -> Booking {
+pub fn book_stored(
+    s: &CheckoutSession,
+    t: &tx::SessionTruth,
+    cabinet: Option<&Cabinet>,
+) -> Booking {
     let machine_id = Some(t.machine_id.clone());
-    let review = |reason: String| Booking { machine_id: machine_id.clone(), credits: 0, review_reason: Some(reason) };
+    let review = |reason: String| Booking {
+        machine_id: machine_id.clone(),
+        credits: 0,
+        review_reason: Some(reason),
+    };
     let Some(cabinet) = cabinet else {
         return review(format!("cabinet {} no longer exists", t.machine_id));
     };
@@ -241,11 +249,20 @@ pub fn book_stored(s: &CheckoutSession, t: &tx::SessionTruth, cabinet: Option<&C
         ));
     }
     let paid = s.amount_total.unwrap_or(-1);
-    let discounted = paid < t.amount_minor && s.amount_discount > 0 && paid + s.amount_discount == t.amount_minor;
+    let discounted = paid < t.amount_minor
+        && s.amount_discount > 0
+        && paid + s.amount_discount == t.amount_minor;
     if paid != t.amount_minor && !discounted {
-        return review(format!("paid {paid}, expected {} for {} credits", t.amount_minor, t.credits));
+        return review(format!(
+            "paid {paid}, expected {} for {} credits",
+            t.amount_minor, t.credits
+        ));
     }
-    Booking { machine_id, credits: t.credits, review_reason: None }
+    Booking {
+        machine_id,
+        credits: t.credits,
+        review_reason: None,
+    }
 }
 
 async fn credit(
@@ -275,7 +292,10 @@ async fn credit(
             book_stored(s, t, cabinet.as_ref())
         }
         None => {
-            let raw_id = s.metadata.get("machine_id").or(s.client_reference_id.as_ref());
+            let raw_id = s
+                .metadata
+                .get("machine_id")
+                .or(s.client_reference_id.as_ref());
             let cabinet = match raw_id {
                 Some(id) if MachineId::parse(id).is_ok() => cabinets.get(conn, id).await?,
                 _ => None,
@@ -319,7 +339,11 @@ async fn credit(
         return Ok(WebhookOutcome::of(Outcome::Duplicate));
     }
     if truth.is_some() {
-        let state = if booking.review_reason.is_some() { "review" } else { "paid" };
+        let state = if booking.review_reason.is_some() {
+            "review"
+        } else {
+            "paid"
+        };
         tx::set_checkout_status(conn, &s.id, state).await?;
     }
     if let Some(reason) = booking.review_reason.clone() {

@@ -6,7 +6,8 @@ use qrcode::{Color, EcLevel, QrCode};
 const QUIET: usize = 4;
 
 fn code(data: &str) -> Result<QrCode, String> {
-    QrCode::with_error_correction_level(data.as_bytes(), EcLevel::H).map_err(|e| format!("cannot encode as QR: {e}"))
+    QrCode::with_error_correction_level(data.as_bytes(), EcLevel::H)
+        .map_err(|e| format!("cannot encode as QR: {e}"))
 }
 
 pub fn svg(data: &str) -> Result<String, String> {
@@ -38,7 +39,9 @@ pub fn png(data: &str, scale: usize) -> Result<Vec<u8>, String> {
         enc.set_color(png::ColorType::Grayscale);
         enc.set_depth(png::BitDepth::Eight);
         let mut writer = enc.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(&pixels).map_err(|e| e.to_string())?;
+        writer
+            .write_image_data(&pixels)
+            .map_err(|e| e.to_string())?;
     }
     Ok(out)
 }

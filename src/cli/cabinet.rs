@@ -25,7 +25,10 @@ pub enum CabinetCommand {
         currency: Option<String>,
     },
     /// Set the bundles on the pay page, e.g. `1:1.00 3:2.50 "6:4.50:Party pack"` (credits:price[:label]); none clears them.
-    SetBundles { machine_id: String, bundles: Vec<String> },
+    SetBundles {
+        machine_id: String,
+        bundles: Vec<String>,
+    },
     /// Stop taking payments for a cabinet (its payments go to review).
     Disable { machine_id: String },
     /// Take payments for a cabinet again.
@@ -113,7 +116,10 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
             };
             print_cabinet(&cabinets::update(&store, &machine_id, &update).await?);
         }
-        CabinetCommand::SetBundles { machine_id, bundles } => {
+        CabinetCommand::SetBundles {
+            machine_id,
+            bundles,
+        } => {
             let cabinet = store
                 .cabinet(&machine_id)
                 .await?
@@ -168,7 +174,11 @@ fn parse_bundle(text: &str, currency: &Currency) -> Result<Bundle, String> {
     let credits = parts.next().and_then(|c| c.trim().parse::<i64>().ok());
     let price = parts.next().map(|p| parse_amount(p, currency));
     match (credits, price) {
-        (Some(credits), Some(Ok(price_minor))) => Ok(Bundle { credits, price_minor, label: parts.next().unwrap_or("").to_owned() }),
+        (Some(credits), Some(Ok(price_minor))) => Ok(Bundle {
+            credits,
+            price_minor,
+            label: parts.next().unwrap_or("").to_owned(),
+        }),
         (_, Some(Err(e))) => Err(format!("bundle {text:?}: {e}")),
         _ => Err(format!("bundle {text:?}: write credits:price, e.g. 3:2.50")),
     }
@@ -181,7 +191,15 @@ fn print_bundles(c: &Cabinet, bundles: &[Bundle]) {
     }
     println!("bundles:");
     for b in bundles {
-        let price = Currency::parse(&c.currency).map(|cur| Money { minor: b.price_minor, currency: cur }.to_string()).unwrap_or_default();
+        let price = Currency::parse(&c.currency)
+            .map(|cur| {
+                Money {
+                    minor: b.price_minor,
+                    currency: cur,
+                }
+                .to_string()
+            })
+            .unwrap_or_default();
         println!("  {:<20} {price}", b.title());
     }
 }

@@ -54,14 +54,23 @@ pub fn validate_bundles(bundles: &[Bundle], currency: &Currency) -> Result<Vec<B
     for b in bundles {
         let label = b.label.trim().to_owned();
         if !(1..=100).contains(&b.credits) {
-            return Err(format!("a bundle must have between 1 and 100 credits (got {})", b.credits));
+            return Err(format!(
+                "a bundle must have between 1 and 100 credits (got {})",
+                b.credits
+            ));
         }
         if b.price_minor < min {
             return Err(format!(
                 "{} costs {}, below Stripe's minimum charge of {} for {}",
                 b.title(),
-                super::Money { minor: b.price_minor, currency: currency.clone() },
-                super::Money { minor: min, currency: currency.clone() },
+                super::Money {
+                    minor: b.price_minor,
+                    currency: currency.clone()
+                },
+                super::Money {
+                    minor: min,
+                    currency: currency.clone()
+                },
                 currency.as_str().to_ascii_uppercase()
             ));
         }
@@ -74,7 +83,11 @@ pub fn validate_bundles(bundles: &[Bundle], currency: &Currency) -> Result<Vec<B
         if out.iter().any(|o| o.credits == b.credits) {
             return Err(format!("two bundles give {} credits; keep one", b.credits));
         }
-        out.push(Bundle { credits: b.credits, price_minor: b.price_minor, label });
+        out.push(Bundle {
+            credits: b.credits,
+            price_minor: b.price_minor,
+            label,
+        });
     }
     out.sort_by_key(|b| b.credits);
     Ok(out)
@@ -82,13 +95,21 @@ pub fn validate_bundles(bundles: &[Bundle], currency: &Currency) -> Result<Vec<B
 
 /// What the pay page offers: the owner's bundles, or a single bundle at the base price,
 /// raised to enough credits to clear Stripe's minimum charge.
-pub fn offered_bundles(bundles: &[Bundle], price_per_credit: i64, currency: &Currency) -> Vec<Bundle> {
+pub fn offered_bundles(
+    bundles: &[Bundle],
+    price_per_credit: i64,
+    currency: &Currency,
+) -> Vec<Bundle> {
     if !bundles.is_empty() {
         return bundles.to_vec();
     }
     let min = minimum_charge(currency);
     let credits = ((min + price_per_credit - 1) / price_per_credit.max(1)).max(1);
-    vec![Bundle { credits, price_minor: credits * price_per_credit, label: String::new() }]
+    vec![Bundle {
+        credits,
+        price_minor: credits * price_per_credit,
+        label: String::new(),
+    }]
 }
 
 #[cfg(test)]
@@ -100,20 +121,33 @@ mod tests {
     }
 
     fn b(credits: i64, price: i64) -> Bundle {
-        Bundle { credits, price_minor: price, label: String::new() }
+        Bundle {
+            credits,
+            price_minor: price,
+            label: String::new(),
+        }
     }
 
     #[test]
     fn valid_bundles_are_sorted() {
         let out = validate_bundles(&[b(3, 250), b(1, 100), b(6, 450)], &usd()).unwrap();
-        assert_eq!(out.iter().map(|b| b.credits).collect::<Vec<_>>(), vec![1, 3, 6]);
+        assert_eq!(
+            out.iter().map(|b| b.credits).collect::<Vec<_>>(),
+            vec![1, 3, 6]
+        );
     }
 
     #[test]
     fn nonsense_is_rejected_with_a_reason() {
-        assert!(validate_bundles(&[b(0, 100)], &usd()).unwrap_err().contains("between 1 and 100"));
-        assert!(validate_bundles(&[b(1, 49)], &usd()).unwrap_err().contains("minimum charge"));
-        assert!(validate_bundles(&[b(1, 100), b(1, 90)], &usd()).unwrap_err().contains("two bundles"));
+        assert!(validate_bundles(&[b(0, 100)], &usd())
+            .unwrap_err()
+            .contains("between 1 and 100"));
+        assert!(validate_bundles(&[b(1, 49)], &usd())
+            .unwrap_err()
+            .contains("minimum charge"));
+        assert!(validate_bundles(&[b(1, 100), b(1, 90)], &usd())
+            .unwrap_err()
+            .contains("two bundles"));
         let seven: Vec<Bundle> = (1..=7).map(|i| b(i, 100 * i)).collect();
         assert!(validate_bundles(&seven, &usd()).is_err());
         assert!(validate_bundles(&[b(1, 29)], &Currency::parse("gbp").unwrap()).is_err());

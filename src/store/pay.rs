@@ -48,7 +48,11 @@ impl Store {
     }
 
     /// Replaces a cabinet's bundles (already validated) in one transaction.
-    pub async fn set_bundles(&self, machine_id: &str, bundles: &[Bundle]) -> Result<(), StoreError> {
+    pub async fn set_bundles(
+        &self,
+        machine_id: &str,
+        bundles: &[Bundle],
+    ) -> Result<(), StoreError> {
         let mut txn = self.pool().begin().await?;
         sqlx::query("DELETE FROM bundles WHERE machine_id = $1")
             .bind(machine_id)
@@ -124,7 +128,11 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         Ok(match row {
-            None => Progress { payment_status: None, published: false, acked: false },
+            None => Progress {
+                payment_status: None,
+                published: false,
+                acked: false,
+            },
             Some(r) => Progress {
                 payment_status: Some(r.try_get("status")?),
                 published: r.try_get::<Option<String>, _>("published_at")?.is_some(),
@@ -134,7 +142,12 @@ impl Store {
     }
 
     /// The Stripe (product, price) made earlier for this cabinet at this price, if any.
-    pub async fn stripe_price(&self, machine_id: &str, price_minor: i64, currency: &str) -> Result<Option<(String, String)>, StoreError> {
+    pub async fn stripe_price(
+        &self,
+        machine_id: &str,
+        price_minor: i64,
+        currency: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
         let row = sqlx::query(
             "SELECT product_id, price_id FROM stripe_prices WHERE machine_id = $1 AND price_minor = $2 AND currency = $3",
         )
@@ -146,7 +159,14 @@ impl Store {
         Ok(row.map(|r| (r.get("product_id"), r.get("price_id"))))
     }
 
-    pub async fn save_stripe_price(&self, machine_id: &str, price_minor: i64, currency: &str, product_id: &str, price_id: &str) -> Result<(), StoreError> {
+    pub async fn save_stripe_price(
+        &self,
+        machine_id: &str,
+        price_minor: i64,
+        currency: &str,
+        product_id: &str,
+        price_id: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO stripe_prices (machine_id, price_minor, currency, product_id, price_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",

@@ -336,7 +336,10 @@ pub struct SessionTruth {
     pub currency: String,
 }
 
-pub async fn checkout_session(conn: &mut Conn, id: &str) -> Result<Option<SessionTruth>, sqlx::Error> {
+pub async fn checkout_session(
+    conn: &mut Conn,
+    id: &str,
+) -> Result<Option<SessionTruth>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT machine_id, credits, amount_minor, currency FROM checkout_sessions WHERE id = $1",
     )
@@ -354,7 +357,11 @@ pub async fn checkout_session(conn: &mut Conn, id: &str) -> Result<Option<Sessio
     .transpose()
 }
 
-pub async fn set_checkout_status(conn: &mut Conn, id: &str, status: &str) -> Result<(), sqlx::Error> {
+pub async fn set_checkout_status(
+    conn: &mut Conn,
+    id: &str,
+    status: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE checkout_sessions SET status = $2 WHERE id = $1")
         .bind(id)
         .bind(status)

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use stripe::{
-    CheckoutSession, CheckoutSessionMode, Client, CreateCheckoutSession, CreateCheckoutSessionLineItems,
-    CreateCheckoutSessionLineItemsPriceData, CreateCheckoutSessionLineItemsPriceDataProductData,
-    CreateCheckoutSessionPaymentIntentData, CreatePaymentLink, CreatePaymentLinkLineItems,
-    CreatePaymentLinkPaymentIntentData, CreatePrice, CreateProduct, Currency, IdOrCreate, PaymentLink, Price,
-    Product, RequestStrategy, StripeError,
+    CheckoutSession, CheckoutSessionMode, Client, CreateCheckoutSession,
+    CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
+    CreateCheckoutSessionLineItemsPriceDataProductData, CreateCheckoutSessionPaymentIntentData,
+    CreatePaymentLink, CreatePaymentLinkLineItems, CreatePaymentLinkPaymentIntentData, CreatePrice,
+    CreateProduct, Currency, IdOrCreate, PaymentLink, Price, Product, RequestStrategy, StripeError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +57,21 @@ pub struct NewCheckout {
 }
 
 fn currency(code: &str) -> Result<Currency, StripeApiError> {
-    Currency::from_str(code).map_err(|_| StripeApiError::Refused { status: 400, message: format!("unsupported currency {code}") })
+    Currency::from_str(code).map_err(|_| StripeApiError::Refused {
+        status: 400,
+        message: format!("unsupported currency {code}"),
+    })
 }
 
 impl StripeApi {
     pub fn new(api_base: &str, secret_key: Option<&str>, allow_promotion_codes: bool) -> Self {
-        let client = secret_key.map(|key| Client::from_url(format!("{}/", api_base.trim_end_matches('/')).as_str(), key));
-        Self { client, allow_promotion_codes }
+        let client = secret_key.map(|key| {
+            Client::from_url(format!("{}/", api_base.trim_end_matches('/')).as_str(), key)
+        });
+        Self {
+            client,
+            allow_promotion_codes,
+        }
     }
 
     fn client(&self) -> Result<&Client, StripeApiError> {
@@ -71,8 +79,14 @@ impl StripeApi {
     }
 
     /// Creates a Checkout Session; returns its id and the URL to send the player to.
-    pub async fn create_checkout(&self, c: &NewCheckout) -> Result<(String, String), StripeApiError> {
-        let client = self.client()?.clone().with_strategy(RequestStrategy::Idempotent(c.idempotency_key.clone()));
+    pub async fn create_checkout(
+        &self,
+        c: &NewCheckout,
+    ) -> Result<(String, String), StripeApiError> {
+        let client = self
+            .client()?
+            .clone()
+            .with_strategy(RequestStrategy::Idempotent(c.idempotency_key.clone()));
         let metadata = HashMap::from([
             ("machine_id".to_string(), c.machine_id.clone()),
             ("credits".to_string(), c.credits.to_string()),
@@ -103,27 +117,46 @@ impl StripeApi {
             ..Default::default()
         }]);
         let session = CheckoutSession::create(&client, params).await?;
-        let url = session.url.ok_or_else(|| StripeApiError::Unreachable("Stripe returned a session without a URL".into()))?;
+        let url = session.url.ok_or_else(|| {
+            StripeApiError::Unreachable("Stripe returned a session without a URL".into())
+        })?;
         Ok((session.id.to_string(), url))
     }
 
     /// A Product and a Price for `amount` (one credit at the cabinet's price).
-    pub async fn create_price(&self, name: &str, machine_id: &str, amount: i64, currency_code: &str) -> Result<(String, String), StripeApiError> {
+    pub async fn create_price(
+        &self,
+        name: &str,
+        machine_id: &str,
+        amount: i64,
+        currency_code: &str,
+    ) -> Result<(String, String), StripeApiError> {
         let client = self.client()?;
         let mut product = CreateProduct::new(name);
-        product.metadata = Some(HashMap::from([("machine_id".to_string(), machine_id.to_string())]));
+        product.metadata = Some(HashMap::from([(
+            "machine_id".to_string(),
+            machine_id.to_string(),
+        )]));
         let product = Product::create(client, product).await?;
         let product_id = product.id.to_string();
         let mut price = CreatePrice::new(currency(currency_code)?);
         price.product = Some(IdOrCreate::Id(&product_id));
         price.unit_amount = Some(amount);
-        price.metadata = Some(HashMap::from([("machine_id".to_string(), machine_id.to_string())]));
+        price.metadata = Some(HashMap::from([(
+            "machine_id".to_string(),
+            machine_id.to_string(),
+        )]));
         let price = Price::create(client, price).await?;
         Ok((product_id, price.id.to_string()))
     }
 
     /// A Payment Link whose payments carry `machine_id` in their metadata.
-    pub async fn create_payment_link(&self, price_id: &str, quantity: u64, machine_id: &str) -> Result<String, StripeApiError> {
+    pub async fn create_payment_link(
+        &self,
+        price_id: &str,
+        quantity: u64,
+        machine_id: &str,
+    ) -> Result<String, StripeApiError> {
         let client = self.client()?;
         let metadata = HashMap::from([("machine_id".to_string(), machine_id.to_string())]);
         let mut params = CreatePaymentLink::new(vec![CreatePaymentLinkLineItems {
@@ -132,7 +165,10 @@ impl StripeApi {
             adjustable_quantity: None,
         }]);
         params.metadata = Some(metadata.clone());
-        params.payment_intent_data = Some(CreatePaymentLinkPaymentIntentData { metadata: Some(metadata), ..Default::default() });
+        params.payment_intent_data = Some(CreatePaymentLinkPaymentIntentData {
+            metadata: Some(metadata),
+            ..Default::default()
+        });
         let link = PaymentLink::create(client, params).await?;
         Ok(link.url)
     }

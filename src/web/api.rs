@@ -217,9 +217,17 @@ pub struct BundlesBody {
     bundles: Vec<crate::domain::Bundle>,
 }
 
-pub async fn get_bundles(_auth: ApiAuth, state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_bundles(
+    _auth: ApiAuth,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = machine_id(&path)?;
-    let cabinet = state.store.cabinet(id.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
+    let cabinet = state
+        .store
+        .cabinet(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
     let bundles = state.store.bundles(id.as_str()).await?;
     let currency = crate::domain::Currency::parse(&cabinet.currency).map_err(ApiError::Internal)?;
     let offered = crate::domain::offered_bundles(&bundles, cabinet.price_minor, &currency);
@@ -237,7 +245,11 @@ pub async fn put_bundles(
     body: web::Json<BundlesBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = machine_id(&path)?;
-    let cabinet = state.store.cabinet(id.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
+    let cabinet = state
+        .store
+        .cabinet(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
     let bundles = crate::cabinets::set_bundles(&state.store, &cabinet, &body.bundles).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "bundles": bundles })))
 }
@@ -249,22 +261,36 @@ pub struct QrQuery {
 
 /// The QR of the cabinet's pay page (or of a given payment link URL). Public: a sticker's
 /// content is no secret.
-pub async fn qr(state: web::Data<AppState>, path: web::Path<(String, String)>, q: web::Query<QrQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn qr(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    q: web::Query<QrQuery>,
+) -> Result<HttpResponse, ApiError> {
     let (raw, format) = path.into_inner();
     let id = machine_id(&raw)?;
     if state.store.cabinet(id.as_str()).await?.is_none() {
         return Err(ApiError::NotFound(format!("no cabinet {id:?}")));
     }
     let data = match &q.url {
-        Some(u) if (u.starts_with("https://") || u.starts_with("http://")) && u.len() <= 1000 => u.clone(),
-        Some(_) => return Err(ApiError::BadRequest("url must be an http(s) URL of at most 1000 characters".into())),
+        Some(u) if (u.starts_with("https://") || u.starts_with("http://")) && u.len() <= 1000 => {
+            u.clone()
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "url must be an http(s) URL of at most 1000 characters".into(),
+            ))
+        }
         None => format!("{}/p/{}", state.settings.public_url, id),
     };
     let mut res = HttpResponse::Ok();
     res.insert_header(("Cache-Control", "public, max-age=300"));
     match format.as_str() {
-        "svg" => Ok(res.content_type("image/svg+xml").body(crate::qr::svg(&data).map_err(ApiError::Internal)?)),
-        "png" => Ok(res.content_type("image/png").body(crate::qr::png(&data, 10).map_err(ApiError::Internal)?)),
+        "svg" => Ok(res
+            .content_type("image/svg+xml")
+            .body(crate::qr::svg(&data).map_err(ApiError::Internal)?)),
+        "png" => Ok(res
+            .content_type("image/png")
+            .body(crate::qr::png(&data, 10).map_err(ApiError::Internal)?)),
         _ => Err(ApiError::NotFound("use qr.svg or qr.png".into())),
     }
 }
@@ -289,36 +315,75 @@ pub async fn create_payment_link(
     state: web::Data<AppState>,
     body: web::Json<PaymentLinkRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = MachineId::parse(&body.machine_id).map_err(|e| ApiError::Unprocessable(format!("machine_id: {e}")))?;
-    let cabinet = state.store.cabinet(id.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
+    let id = MachineId::parse(&body.machine_id)
+        .map_err(|e| ApiError::Unprocessable(format!("machine_id: {e}")))?;
+    let cabinet = state
+        .store
+        .cabinet(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
     if !(1..=100).contains(&body.quantity) {
-        return Err(ApiError::Unprocessable("quantity must be between 1 and 100".into()));
+        return Err(ApiError::Unprocessable(
+            "quantity must be between 1 and 100".into(),
+        ));
     }
     let stripe_err = |e: crate::stripe::api::StripeApiError| {
         tracing::error!(machine_id = %cabinet.machine_id, error = %e, "Stripe call failed");
         match e {
-            crate::stripe::api::StripeApiError::NotConfigured => ApiError::Unavailable(e.to_string()),
+            crate::stripe::api::StripeApiError::NotConfigured => {
+                ApiError::Unavailable(e.to_string())
+            }
             other => ApiError::BadGateway(other.to_string()),
         }
     };
     let price_id = match &body.price_id {
         Some(p) if p.starts_with("price_") => p.clone(),
-        Some(_) => return Err(ApiError::Unprocessable("price_id must look like price_…".into())),
-        None => match state.store.stripe_price(&cabinet.machine_id, cabinet.price_minor, &cabinet.currency).await? {
+        Some(_) => {
+            return Err(ApiError::Unprocessable(
+                "price_id must look like price_…".into(),
+            ))
+        }
+        None => match state
+            .store
+            .stripe_price(&cabinet.machine_id, cabinet.price_minor, &cabinet.currency)
+            .await?
+        {
             Some((_, price)) => price,
             None => {
-                let name = if cabinet.game.is_empty() { format!("1 play — {}", cabinet.name) } else { format!("1 play — {} ({})", cabinet.game, cabinet.name) };
+                let name = if cabinet.game.is_empty() {
+                    format!("1 play — {}", cabinet.name)
+                } else {
+                    format!("1 play — {} ({})", cabinet.game, cabinet.name)
+                };
                 let (product, price) = state
                     .stripe
-                    .create_price(&name, &cabinet.machine_id, cabinet.price_minor, &cabinet.currency)
+                    .create_price(
+                        &name,
+                        &cabinet.machine_id,
+                        cabinet.price_minor,
+                        &cabinet.currency,
+                    )
                     .await
                     .map_err(stripe_err)?;
-                state.store.save_stripe_price(&cabinet.machine_id, cabinet.price_minor, &cabinet.currency, &product, &price).await?;
+                state
+                    .store
+                    .save_stripe_price(
+                        &cabinet.machine_id,
+                        cabinet.price_minor,
+                        &cabinet.currency,
+                        &product,
+                        &price,
+                    )
+                    .await?;
                 price
             }
         },
     };
-    let url = state.stripe.create_payment_link(&price_id, body.quantity, &cabinet.machine_id).await.map_err(stripe_err)?;
+    let url = state
+        .stripe
+        .create_payment_link(&price_id, body.quantity, &cabinet.machine_id)
+        .await
+        .map_err(stripe_err)?;
     tracing::info!(machine_id = %cabinet.machine_id, price_id = %price_id, "payment link created");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "url": url,

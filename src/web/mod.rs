@@ -47,7 +47,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // The seed's webhook path, so Stripe endpoints configured for it keep working.
     .route("/addCredit", web::post().to(webhooks::stripe))
     .route("/gameover", web::post().to(gameover::gameover))
-    .route("/create-payment-link", web::post().to(api::create_payment_link))
+    .route(
+        "/create-payment-link",
+        web::post().to(api::create_payment_link),
+    )
     // The player's pages: the QR sticker points at /p/{machine_id}.
     .route("/p/{machine_id}", web::get().to(pay::page))
     .route("/p/{machine_id}/checkout", web::post().to(pay::checkout))
@@ -66,8 +69,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/cabinets/{machine_id}/credits",
                 web::post().to(api::grant_credits),
             )
-            .route("/cabinets/{machine_id}/bundles", web::get().to(api::get_bundles))
-            .route("/cabinets/{machine_id}/bundles", web::put().to(api::put_bundles))
+            .route(
+                "/cabinets/{machine_id}/bundles",
+                web::get().to(api::get_bundles),
+            )
+            .route(
+                "/cabinets/{machine_id}/bundles",
+                web::put().to(api::put_bundles),
+            )
             .route("/cabinets/{machine_id}/qr.{format}", web::get().to(api::qr))
             .route("/payments", web::get().to(api::list_payments))
             .route("/payments/{id}", web::get().to(api::get_payment))

@@ -60,8 +60,18 @@ struct MessagePage {
     retry_url: Option<String>,
 }
 
-fn message(status: actix_web::http::StatusCode, heading: &str, body: &str, retry_url: Option<String>) -> HttpResponse {
-    let page = MessagePage { title: heading.to_owned(), heading: heading.to_owned(), body: body.to_owned(), retry_url };
+fn message(
+    status: actix_web::http::StatusCode,
+    heading: &str,
+    body: &str,
+    retry_url: Option<String>,
+) -> HttpResponse {
+    let page = MessagePage {
+        title: heading.to_owned(),
+        heading: heading.to_owned(),
+        body: body.to_owned(),
+        retry_url,
+    };
     html(status, render(&page))
 }
 
@@ -75,7 +85,9 @@ fn money(minor: i64, currency: &str) -> String {
 /// Why a cabinet cannot take a payment now, in words for a player.
 fn unavailable(c: &Cabinet, offline_after_secs: u64) -> Option<&'static str> {
     if !c.enabled {
-        return Some("This machine is not taking payments right now. Please ask a member of staff.");
+        return Some(
+            "This machine is not taking payments right now. Please ask a member of staff.",
+        );
     }
     if c.online {
         return None;
@@ -102,19 +114,35 @@ async fn load(state: &AppState, raw: &str) -> Result<Loaded, HttpResponse> {
             None,
         )
     };
-    let Ok(id) = MachineId::parse(raw) else { return Err(not_found()) };
+    let Ok(id) = MachineId::parse(raw) else {
+        return Err(not_found());
+    };
     let cabinet = match state.store.cabinet(id.as_str()).await {
         Ok(Some(c)) => c,
         Ok(None) => return Err(not_found()),
         Err(e) => {
             tracing::error!(error = %e, "pay page: database error");
-            return Err(message(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "Please try again", "We couldn't load this machine just now. Please try again in a moment.", Some(format!("/p/{raw}"))));
+            return Err(message(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "We couldn't load this machine just now. Please try again in a moment.",
+                Some(format!("/p/{raw}")),
+            ));
         }
     };
     if let Some(why) = unavailable(&cabinet, state.settings.offline_after) {
-        return Err(message(actix_web::http::StatusCode::OK, &format!("{} is unavailable", cabinet.name), why, None));
+        return Err(message(
+            actix_web::http::StatusCode::OK,
+            &format!("{} is unavailable", cabinet.name),
+            why,
+            None,
+        ));
     }
-    let stored = state.store.bundles(&cabinet.machine_id).await.unwrap_or_default();
+    let stored = state
+        .store
+        .bundles(&cabinet.machine_id)
+        .await
+        .unwrap_or_default();
     let currency = Currency::parse(&cabinet.currency).map_err(|_| not_found())?;
     let bundles = offered_bundles(&stored, cabinet.price_minor, &currency);
     Ok(Loaded { cabinet, bundles })
@@ -124,7 +152,11 @@ fn csrf_for(state: &AppState, cookie: &str) -> String {
     state.keys.mac("pay-csrf", cookie)
 }
 
-pub async fn page(req: HttpRequest, state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+pub async fn page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
     let Loaded { cabinet, bundles } = match load(&state, &path).await {
         Ok(l) => l,
         Err(res) => return res,
@@ -141,7 +173,14 @@ pub async fn page(req: HttpRequest, state: web::Data<AppState>, path: web::Path<
             index,
             title: b.title(),
             price: money(b.price_minor, &cabinet.currency),
-            per_play: if b.credits > 1 { format!("{} per play", money(b.price_minor / b.credits, &cabinet.currency)) } else { String::new() },
+            per_play: if b.credits > 1 {
+                format!(
+                    "{} per play",
+                    money(b.price_minor / b.credits, &cabinet.currency)
+                )
+            } else {
+                String::new()
+            },
         })
         .collect();
     let page = PayPage {
@@ -181,18 +220,34 @@ pub async fn checkout(
     let back = format!("/p/{}", path.as_str());
     let cookie_ok = req
         .cookie(CSRF_COOKIE)
-        .map(|c| bool::from(csrf_for(&state, c.value()).as_bytes().ct_eq(form.csrf.as_bytes())))
+        .map(|c| {
+            bool::from(
+                csrf_for(&state, c.value())
+                    .as_bytes()
+                    .ct_eq(form.csrf.as_bytes()),
+            )
+        })
         .unwrap_or(false);
     if !cookie_ok {
         tracing::warn!(machine_id = %path.as_str(), "checkout refused: missing or bad CSRF token");
-        return message(actix_web::http::StatusCode::FORBIDDEN, "Please start again", "This page expired. Go back to the machine's page and choose again.", Some(back));
+        return message(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "Please start again",
+            "This page expired. Go back to the machine's page and choose again.",
+            Some(back),
+        );
     }
     let Loaded { cabinet, bundles } = match load(&state, &path).await {
         Ok(l) => l,
         Err(res) => return res,
     };
     let Some(bundle) = bundles.get(form.bundle) else {
-        return message(actix_web::http::StatusCode::BAD_REQUEST, "Please choose again", "That option is no longer offered. Please choose again.", Some(back));
+        return message(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "Please choose again",
+            "That option is no longer offered. Please choose again.",
+            Some(back),
+        );
     };
     let title = bundle.title();
     let product_name = if cabinet.game.is_empty() {
@@ -208,9 +263,18 @@ pub async fn checkout(
         currency: cabinet.currency.clone(),
         product_name,
         bundle: title,
-        success_url: format!("{base}/p/{}/thanks?session_id={{CHECKOUT_SESSION_ID}}", cabinet.machine_id),
+        success_url: format!(
+            "{base}/p/{}/thanks?session_id={{CHECKOUT_SESSION_ID}}",
+            cabinet.machine_id
+        ),
         cancel_url: format!("{base}/p/{}", cabinet.machine_id),
-        idempotency_key: state.keys.mac("checkout", &format!("{}|{}|{}|{}", form.nonce, cabinet.machine_id, bundle.credits, bundle.price_minor)),
+        idempotency_key: state.keys.mac(
+            "checkout",
+            &format!(
+                "{}|{}|{}|{}",
+                form.nonce, cabinet.machine_id, bundle.credits, bundle.price_minor
+            ),
+        ),
     };
     let (session_id, url) = match state.stripe.create_checkout(&request).await {
         Ok(r) => r,
@@ -239,10 +303,17 @@ pub async fn checkout(
         // Without the stored session the webhook could not be checked: don't send the
         // player to pay.
         tracing::error!(machine_id = %cabinet.machine_id, session = %session_id, error = %e, "could not store the checkout session");
-        return message(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "Payment couldn't start", "Something went wrong on our side. You have not been charged. Please try again.", Some(back));
+        return message(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "Payment couldn't start",
+            "Something went wrong on our side. You have not been charged. Please try again.",
+            Some(back),
+        );
     }
     tracing::info!(machine_id = %cabinet.machine_id, session = %session_id, credits = bundle.credits, amount = bundle.price_minor, "checkout started");
-    HttpResponse::SeeOther().insert_header((header::LOCATION, url)).finish()
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, url))
+        .finish()
 }
 
 #[derive(Deserialize)]
@@ -286,21 +357,37 @@ impl Stage {
     }
 }
 
-async fn stage(state: &AppState, machine_id: &str, session_id: &str) -> Result<Option<Stage>, HttpResponse> {
-    let session = state.store.checkout_session(session_id).await.map_err(|e| {
-        tracing::error!(error = %e, "thanks page: database error");
-        HttpResponse::ServiceUnavailable().finish()
-    })?;
+async fn stage(
+    state: &AppState,
+    machine_id: &str,
+    session_id: &str,
+) -> Result<Option<Stage>, HttpResponse> {
+    let session = state
+        .store
+        .checkout_session(session_id)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "thanks page: database error");
+            HttpResponse::ServiceUnavailable().finish()
+        })?;
     match session {
         Some(s) if s.machine_id == machine_id => {}
         _ => return Ok(None),
     }
-    let p = state.store.checkout_progress(session_id).await.map_err(|_| HttpResponse::ServiceUnavailable().finish())?;
+    let p = state
+        .store
+        .checkout_progress(session_id)
+        .await
+        .map_err(|_| HttpResponse::ServiceUnavailable().finish())?;
     Ok(Some(match p.payment_status.as_deref() {
         None => Stage::Waiting,
         Some("pending") => Stage::Processing,
-        Some("credited") | Some("refunded") | Some("partially_refunded") if p.acked => Stage::Confirmed,
-        Some("credited") | Some("refunded") | Some("partially_refunded") if p.published => Stage::Sent,
+        Some("credited") | Some("refunded") | Some("partially_refunded") if p.acked => {
+            Stage::Confirmed
+        }
+        Some("credited") | Some("refunded") | Some("partially_refunded") if p.published => {
+            Stage::Sent
+        }
         Some("credited") => Stage::Paid,
         _ => Stage::Attention,
     }))
@@ -316,16 +403,37 @@ struct ThanksPage {
     refresh: bool,
 }
 
-pub async fn thanks(state: web::Data<AppState>, path: web::Path<String>, q: web::Query<SessionQuery>) -> HttpResponse {
-    let stage = match stage(&state, &path, &q.session_id).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return message(actix_web::http::StatusCode::NOT_FOUND, "Payment not found", "We couldn't find this payment. If you were charged, please ask a member of staff.", None),
-        Err(res) => return res,
-    };
-    let name = state.store.cabinet(&path).await.ok().flatten().map(|c| c.name).unwrap_or_default();
+pub async fn thanks(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<SessionQuery>,
+) -> HttpResponse {
+    let stage =
+        match stage(&state, &path, &q.session_id).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return message(
+                actix_web::http::StatusCode::NOT_FOUND,
+                "Payment not found",
+                "We couldn't find this payment. If you were charged, please ask a member of staff.",
+                None,
+            ),
+            Err(res) => return res,
+        };
+    let name = state
+        .store
+        .cabinet(&path)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.name)
+        .unwrap_or_default();
     let page = ThanksPage {
         name,
-        status_url: format!("/p/{}/status?session_id={}", path.as_str(), urlencode(&q.session_id)),
+        status_url: format!(
+            "/p/{}/status?session_id={}",
+            path.as_str(),
+            urlencode(&q.session_id)
+        ),
         step: stage.step(),
         message: stage.message(),
         refresh: !stage.is_final(),
@@ -333,7 +441,11 @@ pub async fn thanks(state: web::Data<AppState>, path: web::Path<String>, q: web:
     html(actix_web::http::StatusCode::OK, render(&page))
 }
 
-pub async fn status(state: web::Data<AppState>, path: web::Path<String>, q: web::Query<SessionQuery>) -> HttpResponse {
+pub async fn status(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<SessionQuery>,
+) -> HttpResponse {
     match stage(&state, &path, &q.session_id).await {
         Ok(Some(s)) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -346,7 +458,9 @@ pub async fn status(state: web::Data<AppState>, path: web::Path<String>, q: web:
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

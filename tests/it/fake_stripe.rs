@@ -41,7 +41,10 @@ pub struct FakeStripe {
 type Shared = web::Data<Arc<Mutex<State>>>;
 
 fn error(status: u16, kind: &str, message: &str, param: Option<&str>) -> (u16, Value) {
-    (status, json!({"error": {"type": kind, "message": message, "param": param, "code": null, "doc_url": null}}))
+    (
+        status,
+        json!({"error": {"type": kind, "message": message, "param": param, "code": null, "doc_url": null}}),
+    )
 }
 
 fn respond(status: u16, body: Value) -> HttpResponse {
@@ -81,11 +84,24 @@ impl FakeStripe {
     }
 
     pub fn requests(&self, path: &str) -> Vec<Recorded> {
-        self.state.lock().unwrap().requests.iter().filter(|r| r.path == path).cloned().collect()
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
     }
 
     pub fn session(&self, id: &str) -> Value {
-        self.state.lock().unwrap().sessions.get(id).cloned().expect("known session")
+        self.state
+            .lock()
+            .unwrap()
+            .sessions
+            .get(id)
+            .cloned()
+            .expect("known session")
     }
 
     /// Completes a session as Stripe would and delivers `checkout.session.completed`;
@@ -109,7 +125,11 @@ impl FakeStripe {
             (event, st.webhook_url.clone())
         };
         let body = event.to_string();
-        let sig = coinpulse::stripe::webhook::sign(WEBHOOK_SECRET, chrono::Utc::now().timestamp(), body.as_bytes());
+        let sig = coinpulse::stripe::webhook::sign(
+            WEBHOOK_SECRET,
+            chrono::Utc::now().timestamp(),
+            body.as_bytes(),
+        );
         let res = reqwest::Client::new()
             .post(url)
             .header("Content-Type", "application/json; charset=utf-8")
@@ -125,7 +145,8 @@ impl FakeStripe {
 
 /// Stripe's form encoding, flattened: `line_items[0][price_data][currency]` → value.
 fn params(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| e.to_string())?;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(body).map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
     for (k, v) in pairs {
         if out.insert(k.clone(), v).is_some() {
@@ -139,32 +160,45 @@ fn params(body: &[u8]) -> Result<BTreeMap<String, String>, String> {
 fn allowed(resource: &str) -> &'static [&'static str] {
     match resource {
         "checkout/sessions" => &[
-            "mode", "success_url", "cancel_url", "client_reference_id", "allow_promotion_codes",
-            "metadata[*]", "payment_intent_data[metadata][*]",
-            "line_items[*][quantity]", "line_items[*][price_data][currency]",
-            "line_items[*][price_data][unit_amount]", "line_items[*][price_data][product_data][name]",
+            "mode",
+            "success_url",
+            "cancel_url",
+            "client_reference_id",
+            "allow_promotion_codes",
+            "metadata[*]",
+            "payment_intent_data[metadata][*]",
+            "line_items[*][quantity]",
+            "line_items[*][price_data][currency]",
+            "line_items[*][price_data][unit_amount]",
+            "line_items[*][price_data][product_data][name]",
         ],
         "products" => &["name", "metadata[*]"],
         "prices" => &["currency", "unit_amount", "product", "metadata[*]"],
-        "payment_links" => &["line_items[*][price]", "line_items[*][quantity]", "metadata[*]", "payment_intent_data[metadata][*]"],
-        "refunds" => &["payment_intent", "charge", "amount", "reason", "metadata[*]"],
+        "payment_links" => &[
+            "line_items[*][price]",
+            "line_items[*][quantity]",
+            "metadata[*]",
+            "payment_intent_data[metadata][*]",
+        ],
+        "refunds" => &[
+            "payment_intent",
+            "charge",
+            "amount",
+            "reason",
+            "metadata[*]",
+        ],
         _ => &[],
     }
 }
 
 fn matches(pattern: &str, key: &str) -> bool {
-    let (mut p, mut k) = (pattern, key);
-    loop {
-        match (p.find("[*]"), k.find('[')) {
-            (None, _) => return p == k,
-            (Some(i), Some(j)) if p[..i] == k[..j] => {
-                let Some(end) = k[j..].find(']') else { return false };
-                p = &p[i + 3..];
-                k = &k[j + end + 1..];
-            }
-            _ => return false,
-        }
-    }
+    let segments = |s: &str| {
+        s.split('[')
+            .map(|p| p.trim_end_matches(']').to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (p, k) = (segments(pattern), segments(key));
+    p.len() == k.len() && p.iter().zip(&k).all(|(a, b)| a == "*" || a == b)
 }
 
 fn sub(params: &BTreeMap<String, String>, prefix: &str) -> Value {
@@ -183,11 +217,25 @@ fn minimum(currency: &str) -> i64 {
     coinpulse::domain::minimum_charge(&coinpulse::domain::Currency::parse(currency).unwrap())
 }
 
-async fn api(req: HttpRequest, path: web::Path<String>, body: web::Bytes, state: Shared) -> HttpResponse {
+async fn api(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: Shared,
+) -> HttpResponse {
     let resource = path.into_inner();
-    let auth = req.headers().get("Authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let auth = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if auth != format!("Bearer {SECRET_KEY}") {
-        let (s, b) = error(401, "invalid_request_error", "Invalid API Key provided", None);
+        let (s, b) = error(
+            401,
+            "invalid_request_error",
+            "Invalid API Key provided",
+            None,
+        );
         return respond(s, b);
     }
     let params = match params(&body) {
@@ -197,9 +245,17 @@ async fn api(req: HttpRequest, path: web::Path<String>, body: web::Bytes, state:
             return respond(s, b);
         }
     };
-    let key = req.headers().get("Idempotency-Key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let key = req
+        .headers()
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let mut st = state.lock().unwrap();
-    st.requests.push(Recorded { path: format!("/v1/{resource}"), params: params.clone(), idempotency_key: key.clone() });
+    st.requests.push(Recorded {
+        path: format!("/v1/{resource}"),
+        params: params.clone(),
+        idempotency_key: key.clone(),
+    });
     if let Some(k) = &key {
         if let Some((p, status, body)) = st.idempotency.get(k) {
             if p != &params {
@@ -224,12 +280,31 @@ async fn api(req: HttpRequest, path: web::Path<String>, body: web::Bytes, state:
 fn handle(st: &mut State, resource: &str, p: &BTreeMap<String, String>) -> (u16, Value) {
     let allowed = allowed(resource);
     if allowed.is_empty() {
-        return error(404, "invalid_request_error", &format!("Unrecognized request URL (POST: /v1/{resource})"), None);
+        return error(
+            404,
+            "invalid_request_error",
+            &format!("Unrecognized request URL (POST: /v1/{resource})"),
+            None,
+        );
     }
     if let Some(unknown) = p.keys().find(|k| !allowed.iter().any(|a| matches(a, k))) {
-        return error(400, "invalid_request_error", &format!("Received unknown parameter: {unknown}"), Some(unknown));
+        return error(
+            400,
+            "invalid_request_error",
+            &format!("Received unknown parameter: {unknown}"),
+            Some(unknown),
+        );
     }
-    let need = |k: &str| p.get(k).cloned().ok_or_else(|| error(400, "invalid_request_error", &format!("Missing required param: {k}."), Some(k)));
+    let need = |k: &str| {
+        p.get(k).cloned().ok_or_else(|| {
+            error(
+                400,
+                "invalid_request_error",
+                &format!("Missing required param: {k}."),
+                Some(k),
+            )
+        })
+    };
     st.counter += 1;
     let n = st.counter;
     let now = chrono::Utc::now().timestamp();
@@ -237,21 +312,51 @@ fn handle(st: &mut State, resource: &str, p: &BTreeMap<String, String>) -> (u16,
         Ok(match resource {
             "checkout/sessions" => {
                 if need("mode")? != "payment" {
-                    return Err(error(400, "invalid_request_error", "coinpulse only creates payment sessions", Some("mode")));
+                    return Err(error(
+                        400,
+                        "invalid_request_error",
+                        "coinpulse only creates payment sessions",
+                        Some("mode"),
+                    ));
                 }
                 let success_url = need("success_url")?;
                 let currency = need("line_items[0][price_data][currency]")?;
-                let unit: i64 = need("line_items[0][price_data][unit_amount]")?.parse().map_err(|_| error(400, "invalid_request_error", "Invalid integer", Some("unit_amount")))?;
-                let quantity: i64 = p.get("line_items[0][quantity]").and_then(|q| q.parse().ok()).unwrap_or(0);
+                let unit: i64 = need("line_items[0][price_data][unit_amount]")?
+                    .parse()
+                    .map_err(|_| {
+                        error(
+                            400,
+                            "invalid_request_error",
+                            "Invalid integer",
+                            Some("unit_amount"),
+                        )
+                    })?;
+                let quantity: i64 = p
+                    .get("line_items[0][quantity]")
+                    .and_then(|q| q.parse().ok())
+                    .unwrap_or(0);
                 if quantity < 1 {
-                    return Err(error(400, "invalid_request_error", "Missing required param: line_items[0][quantity].", Some("line_items[0][quantity]")));
+                    return Err(error(
+                        400,
+                        "invalid_request_error",
+                        "Missing required param: line_items[0][quantity].",
+                        Some("line_items[0][quantity]"),
+                    ));
                 }
                 need("line_items[0][price_data][product_data][name]")?;
                 let total = unit * quantity;
                 if total < minimum(&currency) {
-                    return Err(error(400, "invalid_request_error", "The Checkout Session's total amount due must add up to at least $0.50 usd", Some("line_items")));
+                    return Err(error(
+                        400,
+                        "invalid_request_error",
+                        "The Checkout Session's total amount due must add up to at least $0.50 usd",
+                        Some("line_items"),
+                    ));
                 }
-                let id = format!("cs_test_fake{n:06}{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+                let id = format!(
+                    "cs_test_fake{n:06}{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..16]
+                );
                 let session = json!({
                     "id": id, "object": "checkout.session", "after_expiration": null,
                     "allow_promotion_codes": p.get("allow_promotion_codes").map(|v| v == "true"),
@@ -274,8 +379,10 @@ fn handle(st: &mut State, resource: &str, p: &BTreeMap<String, String>) -> (u16,
                 st.sessions.insert(id, session.clone());
                 session
             }
-            "products" => json!({"id": format!("prod_fake{n}"), "object": "product", "active": true, "created": now,
-                "livemode": false, "name": need("name")?, "metadata": sub(p, "metadata["), "type": "service", "updated": now}),
+            "products" => {
+                json!({"id": format!("prod_fake{n}"), "object": "product", "active": true, "created": now,
+                "livemode": false, "name": need("name")?, "metadata": sub(p, "metadata["), "type": "service", "updated": now})
+            }
             "prices" => {
                 let product = need("product")?;
                 json!({"id": format!("price_fake{n}"), "object": "price", "active": true, "billing_scheme": "per_unit",
@@ -294,7 +401,14 @@ fn handle(st: &mut State, resource: &str, p: &BTreeMap<String, String>) -> (u16,
                     "shipping_options": [], "submit_type": "auto", "tax_id_collection": {"enabled": false},
                     "url": format!("https://buy.stripe.com/test_fake{n}")})
             }
-            _ => return Err(error(404, "invalid_request_error", "not implemented by the fake", None)),
+            _ => {
+                return Err(error(
+                    404,
+                    "invalid_request_error",
+                    "not implemented by the fake",
+                    None,
+                ))
+            }
         })
     })();
     match result {
@@ -305,7 +419,9 @@ fn handle(st: &mut State, resource: &str, p: &BTreeMap<String, String>) -> (u16,
 
 async fn checkout_page(path: web::Path<String>, state: Shared) -> HttpResponse {
     let st = state.lock().unwrap();
-    let Some(s) = st.sessions.get(path.as_str()) else { return HttpResponse::NotFound().body("no such session") };
+    let Some(s) = st.sessions.get(path.as_str()) else {
+        return HttpResponse::NotFound().body("no such session");
+    };
     let name = s["metadata"]["bundle"].as_str().unwrap_or("");
     let amount = s["amount_total"].as_i64().unwrap_or(0);
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
@@ -321,11 +437,24 @@ async fn checkout_pay(path: web::Path<String>, state: Shared) -> HttpResponse {
     let id = path.into_inner();
     let (success, base) = {
         let st = state.lock().unwrap();
-        let Some(s) = st.sessions.get(&id) else { return HttpResponse::NotFound().finish() };
-        (s["success_url"].as_str().unwrap_or("").replace("{CHECKOUT_SESSION_ID}", &id), st.base.clone())
+        let Some(s) = st.sessions.get(&id) else {
+            return HttpResponse::NotFound().finish();
+        };
+        (
+            s["success_url"]
+                .as_str()
+                .unwrap_or("")
+                .replace("{CHECKOUT_SESSION_ID}", &id),
+            st.base.clone(),
+        )
     };
-    let fake = FakeStripe { base, state: state.get_ref().clone() };
+    let fake = FakeStripe {
+        base,
+        state: state.get_ref().clone(),
+    };
     let (status, body) = fake.complete(&id, |_| {}).await;
     assert_eq!(status, 200, "coinpulse refused the fake's webhook: {body}");
-    HttpResponse::SeeOther().insert_header(("Location", success)).finish()
+    HttpResponse::SeeOther()
+        .insert_header(("Location", success))
+        .finish()
 }

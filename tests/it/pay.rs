@@ -16,7 +16,10 @@ struct PayTest {
 async fn pay_app(tweak: impl FnOnce(&mut AppOptions)) -> PayTest {
     let fake = FakeStripe::start().await;
     let db = TestDb::new().await;
-    let mut opts = AppOptions { stripe_api_base: Some(fake.base.clone()), ..AppOptions::default() };
+    let mut opts = AppOptions {
+        stripe_api_base: Some(fake.base.clone()),
+        ..AppOptions::default()
+    };
     tweak(&mut opts);
     let app = spawn_app_with(&db, opts).await;
     fake.deliver_webhooks_to(&app.base);
@@ -24,12 +27,19 @@ async fn pay_app(tweak: impl FnOnce(&mut AppOptions)) -> PayTest {
 }
 
 fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// The pay page as a phone gets it: (status, html, Cookie header value).
 async fn open_page(app: &TestApp, machine_id: &str) -> (u16, String, String) {
-    let res = no_redirects().get(format!("{}/p/{machine_id}", app.base)).send().await.unwrap();
+    let res = no_redirects()
+        .get(format!("{}/p/{machine_id}", app.base))
+        .send()
+        .await
+        .unwrap();
     let status = res.status().as_u16();
     let cookie = res
         .headers()
@@ -44,7 +54,10 @@ async fn open_page(app: &TestApp, machine_id: &str) -> (u16, String, String) {
 
 fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field")) + marker.len();
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field"))
+        + marker.len();
     html[start..start + html[start..].find('"').unwrap()].to_owned()
 }
 
@@ -54,14 +67,27 @@ async fn choose(app: &TestApp, machine_id: &str, index: usize) -> reqwest::Respo
     no_redirects()
         .post(format!("{}/p/{machine_id}/checkout", app.base))
         .header("Cookie", cookie)
-        .form(&[("bundle", index.to_string()), ("csrf", hidden(&html, "csrf")), ("nonce", hidden(&html, "nonce"))])
+        .form(&[
+            ("bundle", index.to_string()),
+            ("csrf", hidden(&html, "csrf")),
+            ("nonce", hidden(&html, "nonce")),
+        ])
         .send()
         .await
         .unwrap()
 }
 
-async fn set_bundles(app: &TestApp, machine_id: &str, bundles: serde_json::Value) -> (u16, serde_json::Value) {
-    app.api(Method::PUT, &format!("/cabinets/{machine_id}/bundles"), Some(json!({ "bundles": bundles }))).await
+async fn set_bundles(
+    app: &TestApp,
+    machine_id: &str,
+    bundles: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    app.api(
+        Method::PUT,
+        &format!("/cabinets/{machine_id}/bundles"),
+        Some(json!({ "bundles": bundles })),
+    )
+    .await
 }
 
 fn session_id_from(location: &str) -> String {
@@ -72,11 +98,26 @@ fn session_id_from(location: &str) -> String {
 async fn pay_page_shows_the_cabinet_and_refuses_unpayable_machines() {
     let t = pay_app(|_| {}).await;
     let cab = t.app.cabinet(100, "usd").await;
-    t.app.api(Method::PATCH, &format!("/cabinets/{}", cab.machine_id), Some(json!({"game": "Street Fighter II", "location": "Back wall"}))).await;
+    t.app
+        .api(
+            Method::PATCH,
+            &format!("/cabinets/{}", cab.machine_id),
+            Some(json!({"game": "Street Fighter II", "location": "Back wall"})),
+        )
+        .await;
     set_bundles(&t.app, &cab.machine_id, json!([{"credits": 1, "price_minor": 100}, {"credits": 3, "price_minor": 250, "label": "Best value"}])).await;
     let (status, html, cookie) = open_page(&t.app, &cab.machine_id).await;
     assert_eq!(status, 200);
-    for text in ["Street Fighter II", "Back wall", "1 play", "1.00 USD", "Best value", "2.50 USD", "processed securely by Stripe", "<form method=\"post\""] {
+    for text in [
+        "Street Fighter II",
+        "Back wall",
+        "1 play",
+        "1.00 USD",
+        "Best value",
+        "2.50 USD",
+        "processed securely by Stripe",
+        "<form method=\"post\"",
+    ] {
         assert!(html.contains(text), "pay page lacks {text:?}");
     }
     assert!(!html.contains("<script"), "no JavaScript needed to pay");
@@ -86,9 +127,18 @@ async fn pay_page_shows_the_cabinet_and_refuses_unpayable_machines() {
     assert_eq!(status, 404);
     assert!(html.contains("Machine not found") && !html.contains("<form"));
 
-    t.app.api(Method::PATCH, &format!("/cabinets/{}", cab.machine_id), Some(json!({"enabled": false}))).await;
+    t.app
+        .api(
+            Method::PATCH,
+            &format!("/cabinets/{}", cab.machine_id),
+            Some(json!({"enabled": false})),
+        )
+        .await;
     let (_, html, _) = open_page(&t.app, &cab.machine_id).await;
-    assert!(html.contains("not taking payments") && !html.contains("<form"), "disabled: {html}");
+    assert!(
+        html.contains("not taking payments") && !html.contains("<form"),
+        "disabled: {html}"
+    );
 }
 
 #[tokio::test]
@@ -99,10 +149,17 @@ async fn offline_cabinet_offers_no_payment() {
     assert!(html.contains("<form"), "online cabinet can be paid");
     cab.sim.take().unwrap().disconnect().await;
     let path = format!("/cabinets/{}", cab.machine_id);
-    t.app.eventually("offline", || async { t.app.get(&path).await["online"] == false }).await;
+    t.app
+        .eventually("offline", || async {
+            t.app.get(&path).await["online"] == false
+        })
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (_, html, _) = open_page(&t.app, &cab.machine_id).await;
-    assert!(html.contains("offline") && !html.contains("<form"), "offline: {html}");
+    assert!(
+        html.contains("offline") && !html.contains("<form"),
+        "offline: {html}"
+    );
 }
 
 #[tokio::test]
@@ -110,25 +167,51 @@ async fn each_bundle_creates_the_right_session_and_redirects() {
     let t = pay_app(|_| {}).await;
     let cab = t.app.cabinet(100, "usd").await;
     let bundles = [(1, 100), (3, 250), (6, 450)];
-    let (status, _) = set_bundles(&t.app, &cab.machine_id, json!(bundles.iter().map(|(c, p)| json!({"credits": c, "price_minor": p})).collect::<Vec<_>>())).await;
+    let (status, _) = set_bundles(
+        &t.app,
+        &cab.machine_id,
+        json!(bundles
+            .iter()
+            .map(|(c, p)| json!({"credits": c, "price_minor": p}))
+            .collect::<Vec<_>>()),
+    )
+    .await;
     assert_eq!(status, 200);
     for (i, (credits, price)) in bundles.iter().enumerate() {
         let res = choose(&t.app, &cab.machine_id, i).await;
         assert_eq!(res.status().as_u16(), 303);
         let location = res.headers()["location"].to_str().unwrap().to_owned();
-        assert!(location.starts_with(&format!("{}/checkout/cs_test_", t.fake.base)), "{location}");
+        assert!(
+            location.starts_with(&format!("{}/checkout/cs_test_", t.fake.base)),
+            "{location}"
+        );
         let id = session_id_from(&location);
-        let req = t.fake.requests("/v1/checkout/sessions").last().unwrap().clone();
+        let req = t
+            .fake
+            .requests("/v1/checkout/sessions")
+            .last()
+            .unwrap()
+            .clone();
         let p = &req.params;
         assert_eq!(p["mode"], "payment");
-        assert_eq!(p["line_items[0][price_data][unit_amount]"], price.to_string());
+        assert_eq!(
+            p["line_items[0][price_data][unit_amount]"],
+            price.to_string()
+        );
         assert_eq!(p["line_items[0][price_data][currency]"], "usd");
         assert_eq!(p["metadata[machine_id]"], cab.machine_id);
         assert_eq!(p["metadata[credits]"], credits.to_string());
         assert_eq!(p["client_reference_id"], cab.machine_id);
-        assert!(p["success_url"].ends_with(&format!("/p/{}/thanks?session_id={{CHECKOUT_SESSION_ID}}", cab.machine_id)));
-        assert!(p["line_items[0][price_data][product_data][name]"].contains(&format!("Cabinet {}", cab.machine_id)));
-        assert!(req.idempotency_key.is_some(), "sent with an idempotency key");
+        assert!(p["success_url"].ends_with(&format!(
+            "/p/{}/thanks?session_id={{CHECKOUT_SESSION_ID}}",
+            cab.machine_id
+        )));
+        assert!(p["line_items[0][price_data][product_data][name]"]
+            .contains(&format!("Cabinet {}", cab.machine_id)));
+        assert!(
+            req.idempotency_key.is_some(),
+            "sent with an idempotency key"
+        );
         assert_eq!(t.fake.session(&id)["amount_total"], *price);
     }
 }
@@ -137,14 +220,23 @@ async fn each_bundle_creates_the_right_session_and_redirects() {
 async fn stripe_error_gives_a_friendly_page_and_nothing_is_stored() {
     let t = pay_app(|_| {}).await;
     let cab = t.app.cabinet(100, "usd").await;
-    t.fake.fail_next(500, "api_error", "Something went wrong on Stripe's end.");
+    t.fake
+        .fail_next(500, "api_error", "Something went wrong on Stripe's end.");
     let res = choose(&t.app, &cab.machine_id, 0).await;
     assert_eq!(res.status().as_u16(), 502);
     let html = res.text().await.unwrap();
-    assert!(html.contains("Payment couldn't start") && html.contains("not been charged") && html.contains("Try again"));
+    assert!(
+        html.contains("Payment couldn")
+            && html.contains("not been charged")
+            && html.contains("Try again"),
+        "{html}"
+    );
     assert!(t.app.payments(&cab.machine_id).await.is_empty());
     // And the next attempt works.
-    assert_eq!(choose(&t.app, &cab.machine_id, 0).await.status().as_u16(), 303);
+    assert_eq!(
+        choose(&t.app, &cab.machine_id, 0).await.status().as_u16(),
+        303
+    );
 }
 
 #[tokio::test]
@@ -158,27 +250,80 @@ async fn checkout_without_the_csrf_token_is_refused() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 403);
-    assert!(t.fake.requests("/v1/checkout/sessions").is_empty(), "no session created");
+    assert!(
+        t.fake.requests("/v1/checkout/sessions").is_empty(),
+        "no session created"
+    );
 }
 
 #[tokio::test]
 async fn completion_sends_the_bundles_credits_and_the_thanks_page_follows() {
     let t = pay_app(|_| {}).await;
     let mut cab = t.app.cabinet(100, "usd").await;
-    set_bundles(&t.app, &cab.machine_id, json!([{"credits": 3, "price_minor": 250}])).await;
-    let location = choose(&t.app, &cab.machine_id, 0).await.headers()["location"].to_str().unwrap().to_owned();
+    set_bundles(
+        &t.app,
+        &cab.machine_id,
+        json!([{"credits": 3, "price_minor": 250}]),
+    )
+    .await;
+    let location = choose(&t.app, &cab.machine_id, 0).await.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let id = session_id_from(&location);
     let status_url = format!("{}/p/{}/status?session_id={id}", t.app.base, cab.machine_id);
-    let stage = || async { t.app.http.get(&status_url).send().await.unwrap().json::<serde_json::Value>().await.unwrap() };
+    let stage = || async {
+        t.app
+            .http
+            .get(&status_url)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
     assert_eq!(stage().await["stage"], "waiting");
-    let thanks = t.app.http.get(format!("{}/p/{}/thanks?session_id={id}", t.app.base, cab.machine_id)).send().await.unwrap().text().await.unwrap();
+    let thanks = t
+        .app
+        .http
+        .get(format!(
+            "{}/p/{}/thanks?session_id={id}",
+            t.app.base, cab.machine_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(thanks.contains("Waiting for confirmation from Stripe"));
 
     let (status, body) = t.fake.complete(&id, |_| {}).await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("credited")));
-    assert_eq!(cab.expect_credit().await.credits, 3, "the bundle's credits, not amount / price");
-    t.app.eventually("confirmed", || async { stage().await["stage"] == "confirmed" }).await;
-    let thanks = t.app.http.get(format!("{}/p/{}/thanks?session_id={id}", t.app.base, cab.machine_id)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        cab.expect_credit().await.credits,
+        3,
+        "the bundle's credits, not amount / price"
+    );
+    t.app
+        .eventually("confirmed", || async {
+            stage().await["stage"] == "confirmed"
+        })
+        .await;
+    let thanks = t
+        .app
+        .http
+        .get(format!(
+            "{}/p/{}/thanks?session_id={id}",
+            t.app.base, cab.machine_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(thanks.contains("Cabinet confirmed, enjoy!"));
 }
 
@@ -186,9 +331,21 @@ async fn completion_sends_the_bundles_credits_and_the_thanks_page_follows() {
 async fn tampered_metadata_cannot_change_credits() {
     let t = pay_app(|_| {}).await;
     let mut cab = t.app.cabinet(100, "usd").await;
-    set_bundles(&t.app, &cab.machine_id, json!([{"credits": 2, "price_minor": 150}])).await;
-    let id = session_id_from(choose(&t.app, &cab.machine_id, 0).await.headers()["location"].to_str().unwrap());
-    let (_, body) = t.fake.complete(&id, |s| s["metadata"]["credits"] = json!("50")).await;
+    set_bundles(
+        &t.app,
+        &cab.machine_id,
+        json!([{"credits": 2, "price_minor": 150}]),
+    )
+    .await;
+    let id = session_id_from(
+        choose(&t.app, &cab.machine_id, 0).await.headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    let (_, body) = t
+        .fake
+        .complete(&id, |s| s["metadata"]["credits"] = json!("50"))
+        .await;
     assert_eq!(body["outcome"], "credited");
     assert_eq!(cab.expect_credit().await.credits, 2);
 }
@@ -197,25 +354,72 @@ async fn tampered_metadata_cannot_change_credits() {
 async fn promotion_discount_is_accepted_and_other_underpayment_goes_to_review() {
     let t = pay_app(|o| o.allow_promotion_codes = true).await;
     let mut cab = t.app.cabinet(100, "usd").await;
-    set_bundles(&t.app, &cab.machine_id, json!([{"credits": 3, "price_minor": 300}])).await;
+    set_bundles(
+        &t.app,
+        &cab.machine_id,
+        json!([{"credits": 3, "price_minor": 300}]),
+    )
+    .await;
 
-    let id = session_id_from(choose(&t.app, &cab.machine_id, 0).await.headers()["location"].to_str().unwrap());
-    assert_eq!(t.fake.requests("/v1/checkout/sessions").last().unwrap().params["allow_promotion_codes"], "true");
-    let (_, body) = t.fake.complete(&id, |s| {
-        s["amount_total"] = json!(200);
-        s["total_details"]["amount_discount"] = json!(100);
-    }).await;
+    let id = session_id_from(
+        choose(&t.app, &cab.machine_id, 0).await.headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    assert_eq!(
+        t.fake
+            .requests("/v1/checkout/sessions")
+            .last()
+            .unwrap()
+            .params["allow_promotion_codes"],
+        "true"
+    );
+    let (_, body) = t
+        .fake
+        .complete(&id, |s| {
+            s["amount_total"] = json!(200);
+            s["total_details"]["amount_discount"] = json!(100);
+        })
+        .await;
     assert_eq!(body["outcome"], "credited");
     assert_eq!(cab.expect_credit().await.credits, 3);
     let paid = t.app.payments(&cab.machine_id).await;
-    assert_eq!((paid[0]["amount_minor"].as_i64(), paid[0]["discount_minor"].as_i64()), (Some(200), Some(100)));
+    assert_eq!(
+        (
+            paid[0]["amount_minor"].as_i64(),
+            paid[0]["discount_minor"].as_i64()
+        ),
+        (Some(200), Some(100))
+    );
 
-    let id = session_id_from(choose(&t.app, &cab.machine_id, 0).await.headers()["location"].to_str().unwrap());
-    let (_, body) = t.fake.complete(&id, |s| s["amount_total"] = json!(100)).await;
+    let id = session_id_from(
+        choose(&t.app, &cab.machine_id, 0).await.headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    let (_, body) = t
+        .fake
+        .complete(&id, |s| s["amount_total"] = json!(100))
+        .await;
     assert_eq!(body["outcome"], "review");
     let review = t.app.get("/payments?status=review").await["payments"][0].clone();
-    assert!(review["review_reason"].as_str().unwrap().contains("expected 300"));
-    let stage: serde_json::Value = t.app.http.get(format!("{}/p/{}/status?session_id={id}", t.app.base, cab.machine_id)).send().await.unwrap().json().await.unwrap();
+    assert!(review["review_reason"]
+        .as_str()
+        .unwrap()
+        .contains("expected 300"));
+    let stage: serde_json::Value = t
+        .app
+        .http
+        .get(format!(
+            "{}/p/{}/status?session_id={id}",
+            t.app.base, cab.machine_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stage["stage"], "attention");
 }
 
@@ -227,15 +431,27 @@ async fn bundles_are_validated() {
         json!([{"credits": 0, "price_minor": 100}]),
         json!([{"credits": 1, "price_minor": 30}]),
         json!([{"credits": 2, "price_minor": 100}, {"credits": 2, "price_minor": 150}]),
-        json!((1..=7).map(|i| json!({"credits": i, "price_minor": 100 * i})).collect::<Vec<_>>()),
+        json!((1..=7)
+            .map(|i| json!({"credits": i, "price_minor": 100 * i}))
+            .collect::<Vec<_>>()),
     ] {
         let (status, body) = set_bundles(&t.app, &cab.machine_id, bad.clone()).await;
         assert_eq!(status, 422, "{bad} → {body}");
         assert!(body["error"].as_str().unwrap().starts_with("bundles:"));
     }
-    let (_, body) = t.app.api(Method::GET, &format!("/cabinets/{}/bundles", cab.machine_id), None).await;
+    let (_, body) = t
+        .app
+        .api(
+            Method::GET,
+            &format!("/cabinets/{}/bundles", cab.machine_id),
+            None,
+        )
+        .await;
     assert_eq!(body["bundles"], json!([]));
-    assert_eq!(body["offered"][0]["credits"], 1, "base price offered when no bundles");
+    assert_eq!(
+        body["offered"][0]["credits"], 1,
+        "base price offered when no bundles"
+    );
 }
 
 #[tokio::test]
@@ -243,29 +459,97 @@ async fn create_payment_link_with_and_without_price_id() {
     let t = pay_app(|_| {}).await;
     let cab = t.app.cabinet(150, "usd").await;
     let url = format!("{}/create-payment-link", t.app.base);
-    let unauth = t.app.http.post(&url).json(&json!({"machine_id": cab.machine_id})).send().await.unwrap();
+    let unauth = t
+        .app
+        .http
+        .post(&url)
+        .json(&json!({"machine_id": cab.machine_id}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauth.status().as_u16(), 401);
 
-    let call = |body: serde_json::Value| t.app.http.post(&url).bearer_auth(API_TOKEN).json(&body).send();
-    let first: serde_json::Value = call(json!({"machine_id": cab.machine_id, "quantity": 1})).await.unwrap().json().await.unwrap();
-    assert!(first["url"].as_str().unwrap().starts_with("https://buy.stripe.com/"), "{first}");
-    assert_eq!(first["qr_svg"], format!("http://localhost:8080/api/v1/cabinets/{}/qr.svg", cab.machine_id));
-    let second: serde_json::Value = call(json!({"machine_id": cab.machine_id})).await.unwrap().json().await.unwrap();
+    let call = |body: serde_json::Value| {
+        t.app
+            .http
+            .post(&url)
+            .bearer_auth(API_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let first: serde_json::Value = call(json!({"machine_id": cab.machine_id, "quantity": 1}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        first["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://buy.stripe.com/"),
+        "{first}"
+    );
+    assert_eq!(
+        first["qr_svg"],
+        format!(
+            "http://localhost:8080/api/v1/cabinets/{}/qr.svg",
+            cab.machine_id
+        )
+    );
+    let second: serde_json::Value = call(json!({"machine_id": cab.machine_id}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(second["url"].is_string());
-    assert_eq!(t.fake.requests("/v1/products").len(), 1, "product made once and reused");
+    assert_eq!(
+        t.fake.requests("/v1/products").len(),
+        1,
+        "product made once and reused"
+    );
     assert_eq!(t.fake.requests("/v1/prices").len(), 1);
     let price = &t.fake.requests("/v1/prices")[0].params;
-    assert_eq!((price["unit_amount"].as_str(), price["currency"].as_str()), ("150", "usd"));
+    assert_eq!(
+        (price["unit_amount"].as_str(), price["currency"].as_str()),
+        ("150", "usd")
+    );
     let links = t.fake.requests("/v1/payment_links");
     assert_eq!(links.len(), 2);
     assert_eq!(links[0].params["metadata[machine_id]"], cab.machine_id);
-    assert_eq!(links[0].params["payment_intent_data[metadata][machine_id]"], cab.machine_id);
+    assert_eq!(
+        links[0].params["payment_intent_data[metadata][machine_id]"],
+        cab.machine_id
+    );
 
-    let with_price: serde_json::Value = call(json!({"machine_id": cab.machine_id, "quantity": 2, "price_id": "price_given"})).await.unwrap().json().await.unwrap();
+    let with_price: serde_json::Value =
+        call(json!({"machine_id": cab.machine_id, "quantity": 2, "price_id": "price_given"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert!(with_price["url"].is_string());
-    let last = t.fake.requests("/v1/payment_links").last().unwrap().params.clone();
-    assert_eq!((last["line_items[0][price]"].as_str(), last["line_items[0][quantity]"].as_str()), ("price_given", "2"));
-    assert_eq!(t.fake.requests("/v1/prices").len(), 1, "no new price when one is given");
+    let last = t
+        .fake
+        .requests("/v1/payment_links")
+        .last()
+        .unwrap()
+        .params
+        .clone();
+    assert_eq!(
+        (
+            last["line_items[0][price]"].as_str(),
+            last["line_items[0][quantity]"].as_str()
+        ),
+        ("price_given", "2")
+    );
+    assert_eq!(
+        t.fake.requests("/v1/prices").len(),
+        1,
+        "no new price when one is given"
+    );
 }
 
 fn decode_png(bytes: &[u8]) -> String {
@@ -284,15 +568,51 @@ fn decode_png(bytes: &[u8]) -> String {
 async fn qr_codes_decode_to_the_exact_url() {
     let t = pay_app(|_| {}).await;
     let cab = t.app.cabinet(100, "usd").await;
-    let png = t.app.http.get(format!("{}/api/v1/cabinets/{}/qr.png", t.app.base, cab.machine_id)).send().await.unwrap();
+    let png = t
+        .app
+        .http
+        .get(format!(
+            "{}/api/v1/cabinets/{}/qr.png",
+            t.app.base, cab.machine_id
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(png.headers()["content-type"], "image/png");
-    assert_eq!(decode_png(&png.bytes().await.unwrap()), format!("http://localhost:8080/p/{}", cab.machine_id));
+    assert_eq!(
+        decode_png(&png.bytes().await.unwrap()),
+        format!("http://localhost:8080/p/{}", cab.machine_id)
+    );
     let link = "https://buy.stripe.com/test_abc123";
-    let png = t.app.http.get(format!("{}/api/v1/cabinets/{}/qr.png?url={link}", t.app.base, cab.machine_id)).send().await.unwrap();
+    let png = t
+        .app
+        .http
+        .get(format!(
+            "{}/api/v1/cabinets/{}/qr.png?url={link}",
+            t.app.base, cab.machine_id
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(decode_png(&png.bytes().await.unwrap()), link);
-    let svg = t.app.http.get(format!("{}/api/v1/cabinets/{}/qr.svg", t.app.base, cab.machine_id)).send().await.unwrap();
+    let svg = t
+        .app
+        .http
+        .get(format!(
+            "{}/api/v1/cabinets/{}/qr.svg",
+            t.app.base, cab.machine_id
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(svg.headers()["content-type"], "image/svg+xml");
     assert!(svg.text().await.unwrap().starts_with("<?xml"));
-    let missing = t.app.http.get(format!("{}/api/v1/cabinets/nobody/qr.png", t.app.base)).send().await.unwrap();
+    let missing = t
+        .app
+        .http
+        .get(format!("{}/api/v1/cabinets/nobody/qr.png", t.app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 }

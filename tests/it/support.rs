@@ -139,7 +139,12 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         format!("--mqtt-topic-prefix={prefix}"),
         format!("--mqtt-listen=127.0.0.1:{}", free_port()),
         format!("--mqtt-client-id={}", unique("coinpulse-test")),
-        format!("--stripe-api-base={}", opts.stripe_api_base.as_deref().unwrap_or("http://127.0.0.1:9")),
+        format!(
+            "--stripe-api-base={}",
+            opts.stripe_api_base
+                .as_deref()
+                .unwrap_or("http://127.0.0.1:9")
+        ),
         format!("--stripe-secret-key={}", crate::fake_stripe::SECRET_KEY),
         format!("--allow-promotion-codes={}", opts.allow_promotion_codes),
         format!("--offline-after={}", opts.offline_after.unwrap_or(120)),
