@@ -5,6 +5,7 @@ mod fake_stripe;
 mod support;
 
 mod api;
+mod browser;
 mod delivery;
 mod gameover;
 mod pay;

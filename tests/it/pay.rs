@@ -492,10 +492,7 @@ async fn create_payment_link_with_and_without_price_id() {
     );
     assert_eq!(
         first["qr_svg"],
-        format!(
-            "http://localhost:8080/api/v1/cabinets/{}/qr.svg",
-            cab.machine_id
-        )
+        format!("{}/api/v1/cabinets/{}/qr.svg", t.app.base, cab.machine_id)
     );
     let second: serde_json::Value = call(json!({"machine_id": cab.machine_id}))
         .await
@@ -581,7 +578,7 @@ async fn qr_codes_decode_to_the_exact_url() {
     assert_eq!(png.headers()["content-type"], "image/png");
     assert_eq!(
         decode_png(&png.bytes().await.unwrap()),
-        format!("http://localhost:8080/p/{}", cab.machine_id)
+        format!("{}/p/{}", t.app.base, cab.machine_id)
     );
     let link = "https://buy.stripe.com/test_abc123";
     let png = t

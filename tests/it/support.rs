@@ -129,9 +129,11 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         "t{}/arcade/machine",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
+    let http_port = free_port();
     let mut args: Vec<String> = vec![
         "coinpulse".into(),
-        "--bind=127.0.0.1:0".into(),
+        format!("--bind=127.0.0.1:{http_port}"),
+        format!("--public-url=http://127.0.0.1:{http_port}"),
         format!("--database-url={}", db.url),
         format!("--stripe-webhook-secret={WEBHOOK_SECRET}"),
         format!("--api-token={API_TOKEN}"),
