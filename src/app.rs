@@ -133,6 +133,8 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .wrap(TracingLogger::default())
+                // Phones on weak arcade Wi-Fi get pages gzipped when they ask for it.
+                .wrap(actix_web::middleware::Compress::default())
                 .configure(configure)
         })
         .shutdown_timeout(10)

@@ -291,6 +291,44 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("{:.1} MB RSS", idle_rss as f64 / 1024.0),
     ));
 
+    // 0. The pay page a player's phone loads.
+    let _ = register(&client, &server.base, "bench-page", 100).await?;
+    client
+        .put(format!("{}/api/v1/cabinets/bench-page/bundles", server.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"bundles": [{"credits": 1, "price_minor": 100}, {"credits": 3, "price_minor": 250}, {"credits": 6, "price_minor": 450}]}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let page_url = format!("{}/p/bench-page", server.base);
+    let mut page_ms = Vec::with_capacity(1000);
+    let mut page_bytes = 0;
+    for _ in 0..1000 {
+        let t0 = Instant::now();
+        let body = client
+            .get(&page_url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        page_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        page_bytes = body.len();
+    }
+    let gzipped = client
+        .get(&page_url)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await?
+        .bytes()
+        .await?
+        .len();
+    report.push(("pay page weight".into(), format!("{page_bytes} bytes, {gzipped} bytes gzipped; no other requests (CSS inline, no JS, no images)")));
+    report.push((
+        "pay page request (render + loopback)".into(),
+        summary(page_ms),
+    ));
+
     // 1. One at a time.
     let secret = register(&client, &server.base, "bench-seq", 1).await?;
     let rx = receiver(&server.mqtt, "bench-seq", &secret).await?;

@@ -613,3 +613,92 @@ async fn qr_codes_decode_to_the_exact_url() {
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 }
+
+#[tokio::test]
+async fn thanks_page_shows_payment_received_then_credits_sent() {
+    // A broker nobody can reach: the payment is stored, but no pulse can go out yet.
+    let fake = FakeStripe::start().await;
+    let db = TestDb::new().await;
+    let app = spawn_app_with(
+        &db,
+        AppOptions {
+            stripe_api_base: Some(fake.base.clone()),
+            mqtt_url: Some(format!("tcp://127.0.0.1:{}", free_port())),
+            wait_connected: false,
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    fake.deliver_webhooks_to(&app.base);
+    let machine_id = unique("cab");
+    app.register(&machine_id, 100, "usd").await;
+    let id = session_id_from(
+        choose(&app, &machine_id, 0).await.headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    fake.complete(&id, |_| {}).await;
+    let thanks = app
+        .http
+        .get(format!(
+            "{}/p/{machine_id}/thanks?session_id={id}",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        thanks.contains("id=\"now\" role=\"status\" aria-live=\"polite\">Payment received"),
+        "{thanks}"
+    );
+    assert!(
+        thanks.contains("http-equiv=\"refresh\""),
+        "keeps refreshing without JS"
+    );
+
+    // With a cabinet that never acknowledges (a seed cabinet), the last stage is "sent".
+    let t = pay_app(|_| {}).await;
+    let machine_id = unique("cab");
+    let secret = t.app.register(&machine_id, 100, "usd").await;
+    let mut seed = t.app.connect_cabinet(&machine_id, &secret, false).await;
+    let id = session_id_from(
+        choose(&t.app, &machine_id, 0).await.headers()["location"]
+            .to_str()
+            .unwrap(),
+    );
+    t.fake.complete(&id, |_| {}).await;
+    seed.expect_credit().await;
+    let status_url = format!("{}/p/{machine_id}/status?session_id={id}", t.app.base);
+    t.app
+        .eventually("sent", || async {
+            t.app
+                .http
+                .get(&status_url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()["stage"]
+                == "sent"
+        })
+        .await;
+    let other = t
+        .app
+        .http
+        .get(format!(
+            "{}/p/someone-else/status?session_id={id}",
+            t.app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status().as_u16(),
+        404,
+        "a session is only visible under its own machine"
+    );
+}
