@@ -58,6 +58,17 @@ pub async fn not_found(_auth: ApiAuth) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such API endpoint".into()))
 }
 
+async fn cabinet_or_404(
+    state: &AppState,
+    id: &MachineId,
+) -> Result<crate::store::Cabinet, ApiError> {
+    state
+        .store
+        .cabinet(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {:?}", id.as_str())))
+}
+
 fn machine_id(raw: &str) -> Result<MachineId, ApiError> {
     MachineId::parse(raw).map_err(|e| ApiError::NotFound(format!("no cabinet {raw:?}: {e}")))
 }
@@ -100,11 +111,7 @@ pub async fn get_cabinet(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = machine_id(&path)?;
-    let cabinet = state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
+    let cabinet = cabinet_or_404(&state, &id).await?;
     Ok(HttpResponse::Ok().json(cabinet))
 }
 
@@ -148,7 +155,7 @@ pub async fn grant_credits(
         .writer
         .grant(id.as_str(), body.credits, reason)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
+        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {:?}", id.as_str())))?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({
         "pulse_id": pulse.id,
         "machine_id": pulse.machine_id,
@@ -223,11 +230,7 @@ pub async fn get_bundles(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = machine_id(&path)?;
-    let cabinet = state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
+    let cabinet = cabinet_or_404(&state, &id).await?;
     let bundles = state.store.bundles(id.as_str()).await?;
     let currency = crate::domain::Currency::parse(&cabinet.currency).map_err(ApiError::Internal)?;
     let offered = crate::domain::offered_bundles(&bundles, cabinet.price_minor, &currency);
@@ -245,11 +248,7 @@ pub async fn put_bundles(
     body: web::Json<BundlesBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = machine_id(&path)?;
-    let cabinet = state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
+    let cabinet = cabinet_or_404(&state, &id).await?;
     let bundles = crate::cabinets::set_bundles(&state.store, &cabinet, &body.bundles).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "bundles": bundles })))
 }
@@ -269,7 +268,7 @@ pub async fn qr(
     let (raw, format) = path.into_inner();
     let id = machine_id(&raw)?;
     if state.store.cabinet(id.as_str()).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no cabinet {id:?}")));
+        return Err(ApiError::NotFound(format!("no cabinet {:?}", id.as_str())));
     }
     let data = match &q.url {
         Some(u) if (u.starts_with("https://") || u.starts_with("http://")) && u.len() <= 1000 => {
@@ -317,11 +316,7 @@ pub async fn create_payment_link(
 ) -> Result<HttpResponse, ApiError> {
     let id = MachineId::parse(&body.machine_id)
         .map_err(|e| ApiError::Unprocessable(format!("machine_id: {e}")))?;
-    let cabinet = state
-        .store
-        .cabinet(id.as_str())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no cabinet {id:?}")))?;
+    let cabinet = cabinet_or_404(&state, &id).await?;
     if !(1..=100).contains(&body.quantity) {
         return Err(ApiError::Unprocessable(
             "quantity must be between 1 and 100".into(),

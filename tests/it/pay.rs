@@ -94,6 +94,13 @@ fn session_id_from(location: &str) -> String {
     location.rsplit('/').next().unwrap().to_owned()
 }
 
+/// Chooses bundle `index` and returns the new Checkout Session's id.
+async fn checkout(app: &TestApp, machine_id: &str, index: usize) -> String {
+    let res = choose(app, machine_id, index).await;
+    assert_eq!(res.status().as_u16(), 303);
+    session_id_from(res.headers()["location"].to_str().unwrap())
+}
+
 #[tokio::test]
 async fn pay_page_shows_the_cabinet_and_refuses_unpayable_machines() {
     let t = pay_app(|_| {}).await;
@@ -231,12 +238,39 @@ async fn stripe_error_gives_a_friendly_page_and_nothing_is_stored() {
             && html.contains("Try again"),
         "{html}"
     );
-    assert!(t.app.payments(&cab.machine_id).await.is_empty());
-    // And the next attempt works.
+    t.fake
+        .fail_next(402, "card_error", "Your card was declined.");
     assert_eq!(
         choose(&t.app, &cab.machine_id, 0).await.status().as_u16(),
-        303
+        502,
+        "4xx too"
     );
+    assert!(t.app.payments(&cab.machine_id).await.is_empty());
+    let store = coinpulse::store::Store::connect(&t._db.url).await.unwrap();
+    let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM checkout_sessions")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(open, 0, "no half-created checkout state");
+    // And the next attempt works.
+    assert!(checkout(&t.app, &cab.machine_id, 0)
+        .await
+        .starts_with("cs_test_"));
+
+    // Stripe unreachable (network error).
+    let db = TestDb::new().await;
+    let app = spawn_app_with(
+        &db,
+        AppOptions {
+            stripe_api_base: Some(format!("http://127.0.0.1:{}", free_port())),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let cab = app.cabinet(100, "usd").await;
+    let res = choose(&app, &cab.machine_id, 0).await;
+    assert_eq!(res.status().as_u16(), 502);
+    assert!(res.text().await.unwrap().contains("not been charged"));
 }
 
 #[tokio::test]
@@ -337,11 +371,7 @@ async fn tampered_metadata_cannot_change_credits() {
         json!([{"credits": 2, "price_minor": 150}]),
     )
     .await;
-    let id = session_id_from(
-        choose(&t.app, &cab.machine_id, 0).await.headers()["location"]
-            .to_str()
-            .unwrap(),
-    );
+    let id = checkout(&t.app, &cab.machine_id, 0).await;
     let (_, body) = t
         .fake
         .complete(&id, |s| s["metadata"]["credits"] = json!("50"))
@@ -361,11 +391,7 @@ async fn promotion_discount_is_accepted_and_other_underpayment_goes_to_review() 
     )
     .await;
 
-    let id = session_id_from(
-        choose(&t.app, &cab.machine_id, 0).await.headers()["location"]
-            .to_str()
-            .unwrap(),
-    );
+    let id = checkout(&t.app, &cab.machine_id, 0).await;
     assert_eq!(
         t.fake
             .requests("/v1/checkout/sessions")
@@ -392,11 +418,7 @@ async fn promotion_discount_is_accepted_and_other_underpayment_goes_to_review() 
         (Some(200), Some(100))
     );
 
-    let id = session_id_from(
-        choose(&t.app, &cab.machine_id, 0).await.headers()["location"]
-            .to_str()
-            .unwrap(),
-    );
+    let id = checkout(&t.app, &cab.machine_id, 0).await;
     let (_, body) = t
         .fake
         .complete(&id, |s| s["amount_total"] = json!(100))
@@ -632,11 +654,7 @@ async fn thanks_page_shows_payment_received_then_credits_sent() {
     fake.deliver_webhooks_to(&app.base);
     let machine_id = unique("cab");
     app.register(&machine_id, 100, "usd").await;
-    let id = session_id_from(
-        choose(&app, &machine_id, 0).await.headers()["location"]
-            .to_str()
-            .unwrap(),
-    );
+    let id = checkout(&app, &machine_id, 0).await;
     fake.complete(&id, |_| {}).await;
     let thanks = app
         .http
@@ -664,11 +682,7 @@ async fn thanks_page_shows_payment_received_then_credits_sent() {
     let machine_id = unique("cab");
     let secret = t.app.register(&machine_id, 100, "usd").await;
     let mut seed = t.app.connect_cabinet(&machine_id, &secret, false).await;
-    let id = session_id_from(
-        choose(&t.app, &machine_id, 0).await.headers()["location"]
-            .to_str()
-            .unwrap(),
-    );
+    let id = checkout(&t.app, &machine_id, 0).await;
     t.fake.complete(&id, |_| {}).await;
     seed.expect_credit().await;
     let status_url = format!("{}/p/{machine_id}/status?session_id={id}", t.app.base);
