@@ -74,10 +74,12 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a new session; a replay of the same session (a double-tapped Pay button that
+    /// Stripe answered from its idempotency cache) is already stored and left as it is.
     pub async fn insert_checkout_session(&self, s: &StoredSession) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO checkout_sessions (id, machine_id, credits, amount_minor, currency, bundle_label, url, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&s.id)
         .bind(&s.machine_id)

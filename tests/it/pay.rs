@@ -716,3 +716,34 @@ async fn thanks_page_shows_payment_received_then_credits_sent() {
         "a session is only visible under its own machine"
     );
 }
+
+#[tokio::test]
+async fn a_double_tapped_pay_button_makes_one_session() {
+    let t = pay_app(|_| {}).await;
+    let cab = t.app.cabinet(100, "usd").await;
+    let (_, html, cookie) = open_page(&t.app, &cab.machine_id).await;
+    let form = [
+        ("bundle", "0".to_string()),
+        ("csrf", hidden(&html, "csrf")),
+        ("nonce", hidden(&html, "nonce")),
+    ];
+    let mut locations = Vec::new();
+    for _ in 0..2 {
+        let res = no_redirects()
+            .post(format!("{}/p/{}/checkout", t.app.base, cab.machine_id))
+            .header("Cookie", cookie.clone())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 303);
+        locations.push(res.headers()["location"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        locations[0], locations[1],
+        "Stripe answered the replay with the same session"
+    );
+    let sent = t.fake.requests("/v1/checkout/sessions");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].idempotency_key, sent[1].idempotency_key);
+}
