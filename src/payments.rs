@@ -7,7 +7,9 @@ use crate::domain::{
     credits_for_amount, derive_cabinet_secret, now_db, sign_pulse, wire_time, Currency, MachineId,
     PulseMessage, PulseSource,
 };
-use crate::store::tx::{self, Conn, NewPayment, NewPulse};
+use std::collections::{HashMap, HashSet};
+
+use crate::store::tx::{self, Conn, NewPayment};
 use crate::store::{Cabinet, OutboxPulse};
 use crate::stripe::webhook::{Charge, CheckoutSession, Event, EventBody};
 
@@ -40,23 +42,105 @@ impl Keys {
     }
 }
 
-/// Cabinets looked up during one writer transaction. A batch of webhooks for the same
-/// cabinet reads it once; the transaction's snapshot keeps the copies consistent.
+/// What one writer transaction reads and writes, so a batch of webhooks costs a handful of
+/// round trips to the database instead of several per webhook: lookups are fetched for the
+/// whole batch up front, and event and pulse rows are written together at the end. Within
+/// the transaction the copies stay consistent, because every change made here is also
+/// applied to them.
 #[derive(Default)]
-pub struct CabinetCache(std::collections::HashMap<String, Option<Cabinet>>);
+pub struct Batch {
+    cabinets: HashMap<String, Option<Cabinet>>,
+    /// Event ids stored before this batch or processed earlier in it.
+    seen_events: HashSet<String>,
+    /// Payments by checkout session id, for the sessions this batch mentions.
+    payments: HashMap<String, Option<tx::PaymentState>>,
+    /// Sessions coinpulse created, by id.
+    truths: HashMap<String, Option<tx::SessionTruth>>,
+    events: Vec<tx::EventRow>,
+    pulses: Vec<tx::PulseRow>,
+}
 
-impl CabinetCache {
-    pub async fn get(
+fn session_of(ev: &Event) -> Option<&CheckoutSession> {
+    match &ev.body {
+        EventBody::CheckoutCompleted(s)
+        | EventBody::CheckoutAsyncSucceeded(s)
+        | EventBody::CheckoutAsyncFailed(s)
+        | EventBody::CheckoutExpired(s) => Some(s),
+        _ => None,
+    }
+}
+
+impl Batch {
+    /// Reads, in three statements, what `events` will need.
+    pub async fn prefetch(conn: &mut Conn, events: &[&Event]) -> Result<Self, sqlx::Error> {
+        let mut batch = Self::default();
+        if events.is_empty() {
+            return Ok(batch);
+        }
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        batch.seen_events = tx::existing_events(conn, &ids).await?;
+        let sessions: Vec<&str> = events
+            .iter()
+            .filter_map(|e| session_of(e))
+            .map(|s| s.id.as_str())
+            .collect();
+        if !sessions.is_empty() {
+            let found = tx::payments_by_sessions(conn, &sessions).await?;
+            let truths = tx::checkout_sessions(conn, &sessions).await?;
+            for s in sessions {
+                batch.payments.insert(s.to_owned(), found.get(s).cloned());
+                batch.truths.insert(s.to_owned(), truths.get(s).cloned());
+            }
+        }
+        Ok(batch)
+    }
+
+    pub async fn cabinet(
         &mut self,
         conn: &mut Conn,
         machine_id: &str,
     ) -> Result<Option<Cabinet>, sqlx::Error> {
-        if let Some(c) = self.0.get(machine_id) {
+        if let Some(c) = self.cabinets.get(machine_id) {
             return Ok(c.clone());
         }
         let c = tx::cabinet(conn, machine_id).await?;
-        self.0.insert(machine_id.to_owned(), c.clone());
+        self.cabinets.insert(machine_id.to_owned(), c.clone());
         Ok(c)
+    }
+
+    async fn payment(
+        &mut self,
+        conn: &mut Conn,
+        session_id: &str,
+    ) -> Result<Option<tx::PaymentState>, sqlx::Error> {
+        if let Some(p) = self.payments.get(session_id) {
+            return Ok(p.clone());
+        }
+        let p = tx::payment_by_session(conn, session_id).await?;
+        self.payments.insert(session_id.to_owned(), p.clone());
+        Ok(p)
+    }
+
+    async fn truth(
+        &mut self,
+        conn: &mut Conn,
+        session_id: &str,
+    ) -> Result<Option<tx::SessionTruth>, sqlx::Error> {
+        if let Some(t) = self.truths.get(session_id) {
+            return Ok(t.clone());
+        }
+        let t = tx::checkout_session(conn, session_id).await?;
+        self.truths.insert(session_id.to_owned(), t.clone());
+        Ok(t)
+    }
+
+    /// Writes the rows deferred during the batch; call before committing.
+    pub async fn flush(&mut self, conn: &mut Conn) -> Result<(), sqlx::Error> {
+        tx::insert_events(conn, &self.events).await?;
+        tx::insert_pulses(conn, &self.pulses).await?;
+        self.events.clear();
+        self.pulses.clear();
+        Ok(())
     }
 }
 
@@ -115,43 +199,42 @@ impl WebhookOutcome {
 pub async fn apply_event(
     conn: &mut Conn,
     keys: &Keys,
-    cabinets: &mut CabinetCache,
+    batch: &mut Batch,
     ev: &Event,
 ) -> Result<WebhookOutcome, sqlx::Error> {
-    let now = now_db();
-    let object_id = match &ev.body {
-        EventBody::CheckoutCompleted(s)
-        | EventBody::CheckoutAsyncSucceeded(s)
-        | EventBody::CheckoutAsyncFailed(s)
-        | EventBody::CheckoutExpired(s) => Some(s.id.as_str()),
-        EventBody::ChargeRefunded(c) => Some(c.id.as_str()),
-        EventBody::Other => None,
-    };
-    if !tx::insert_event(conn, &ev.id, &ev.kind, ev.livemode, object_id, &now).await? {
+    if !batch.seen_events.insert(ev.id.clone()) {
         return Ok(WebhookOutcome::of(Outcome::Duplicate));
     }
+    let now = now_db();
+    let object_id = match &ev.body {
+        EventBody::ChargeRefunded(c) => Some(c.id.clone()),
+        _ => session_of(ev).map(|s| s.id.clone()),
+    };
     let result = match &ev.body {
         EventBody::CheckoutCompleted(s) => match s.payment_status.as_str() {
-            "paid" | "no_payment_required" => credit(conn, keys, cabinets, ev, s, &now).await?,
-            _ => record_pending(conn, ev, s, &now).await?,
+            "paid" | "no_payment_required" => credit(conn, keys, batch, ev, s, &now).await?,
+            _ => record_pending(conn, batch, ev, s, &now).await?,
         },
-        EventBody::CheckoutAsyncSucceeded(s) => credit(conn, keys, cabinets, ev, s, &now).await?,
+        EventBody::CheckoutAsyncSucceeded(s) => credit(conn, keys, batch, ev, s, &now).await?,
         EventBody::CheckoutAsyncFailed(s) => {
-            close_pending(conn, s, "failed", Outcome::Failed, &now).await?
+            close_pending(conn, batch, s, "failed", Outcome::Failed, &now).await?
         }
         EventBody::CheckoutExpired(s) => {
-            close_pending(conn, s, "expired", Outcome::Expired, &now).await?
+            close_pending(conn, batch, s, "expired", Outcome::Expired, &now).await?
         }
         EventBody::ChargeRefunded(c) => refund(conn, c, &now).await?,
         EventBody::Other => WebhookOutcome::of(Outcome::Ignored),
     };
-    tx::set_event_outcome(
-        conn,
-        &ev.id,
-        result.outcome.as_str(),
-        result.payment_id.as_deref(),
-    )
-    .await?;
+    // Stored with its outcome when the batch is flushed, in the same transaction.
+    batch.events.push(tx::EventRow {
+        event_id: ev.id.clone(),
+        event_type: ev.kind.clone(),
+        livemode: ev.livemode,
+        object_id,
+        outcome: result.outcome.as_str(),
+        payment_id: result.payment_id.clone(),
+        received_at: now,
+    });
     Ok(result)
 }
 
@@ -268,12 +351,12 @@ pub fn book_stored(
 async fn credit(
     conn: &mut Conn,
     keys: &Keys,
-    cabinets: &mut CabinetCache,
+    batch: &mut Batch,
     ev: &Event,
     s: &CheckoutSession,
     now: &str,
 ) -> Result<WebhookOutcome, sqlx::Error> {
-    let existing = tx::payment_by_session(conn, &s.id).await?;
+    let existing = batch.payment(conn, &s.id).await?;
     if let Some(p) = &existing {
         if p.status != "pending" {
             return Ok(WebhookOutcome {
@@ -285,10 +368,10 @@ async fn credit(
     }
     // A session coinpulse created is booked from what was stored when it was created, so
     // edited metadata cannot change the cabinet or the credits.
-    let truth = tx::checkout_session(conn, &s.id).await?;
+    let truth = batch.truth(conn, &s.id).await?;
     let booking = match &truth {
         Some(t) => {
-            let cabinet = cabinets.get(conn, &t.machine_id).await?;
+            let cabinet = batch.cabinet(conn, &t.machine_id).await?;
             book_stored(s, t, cabinet.as_ref())
         }
         None => {
@@ -297,14 +380,14 @@ async fn credit(
                 .get("machine_id")
                 .or(s.client_reference_id.as_ref());
             let cabinet = match raw_id {
-                Some(id) if MachineId::parse(id).is_ok() => cabinets.get(conn, id).await?,
+                Some(id) if MachineId::parse(id).is_ok() => batch.cabinet(conn, id).await?,
                 _ => None,
             };
             book(s, cabinet.as_ref())
         }
     };
     let cabinet = match &booking.machine_id {
-        Some(id) if booking.review_reason.is_none() => cabinets.get(conn, id).await?,
+        Some(id) if booking.review_reason.is_none() => batch.cabinet(conn, id).await?,
         _ => None,
     };
     let payment_id = existing
@@ -338,6 +421,15 @@ async fn credit(
         // Another writer (a second replica) settled this session first.
         return Ok(WebhookOutcome::of(Outcome::Duplicate));
     }
+    batch.payments.insert(
+        s.id.clone(),
+        Some(tx::PaymentState {
+            id: payment_id.clone(),
+            status: status.to_owned(),
+            machine_id: booking.machine_id.clone(),
+            amount_minor: row.amount_minor,
+        }),
+    );
     if truth.is_some() {
         let state = if booking.review_reason.is_some() {
             "review"
@@ -357,7 +449,7 @@ async fn credit(
     }
     let cabinet = cabinet.expect("credited payments have a cabinet");
     let pulse = new_pulse(
-        conn,
+        batch,
         keys,
         &cabinet,
         booking.credits,
@@ -365,8 +457,7 @@ async fn credit(
         Some(&payment_id),
         None,
         now,
-    )
-    .await?;
+    );
     tracing::info!(payment_id = %payment_id, machine_id = %cabinet.machine_id, credits = booking.credits,
         amount = row.amount_minor, currency = %row.currency, pulse_id = %pulse.id, "payment credited");
     Ok(WebhookOutcome {
@@ -379,11 +470,12 @@ async fn credit(
 /// A completed session whose money has not arrived yet (bank debits and the like).
 async fn record_pending(
     conn: &mut Conn,
+    batch: &mut Batch,
     ev: &Event,
     s: &CheckoutSession,
     now: &str,
 ) -> Result<WebhookOutcome, sqlx::Error> {
-    if let Some(p) = tx::payment_by_session(conn, &s.id).await? {
+    if let Some(p) = batch.payment(conn, &s.id).await? {
         return Ok(WebhookOutcome {
             outcome: Outcome::Duplicate,
             payment_id: Some(p.id),
@@ -414,6 +506,15 @@ async fn record_pending(
     if !tx::insert_payment(conn, &row).await? {
         return Ok(WebhookOutcome::of(Outcome::Duplicate));
     }
+    batch.payments.insert(
+        s.id.clone(),
+        Some(tx::PaymentState {
+            id: payment_id.clone(),
+            status: "pending".into(),
+            machine_id: row.machine_id.map(str::to_owned),
+            amount_minor: row.amount_minor,
+        }),
+    );
     tracing::info!(payment_id = %payment_id, machine_id = ?row.machine_id, "checkout completed, payment pending");
     Ok(WebhookOutcome {
         outcome: Outcome::Waiting,
@@ -424,15 +525,23 @@ async fn record_pending(
 
 async fn close_pending(
     conn: &mut Conn,
+    batch: &mut Batch,
     s: &CheckoutSession,
     to_status: &str,
     outcome: Outcome,
     now: &str,
 ) -> Result<WebhookOutcome, sqlx::Error> {
     tx::set_checkout_status(conn, &s.id, to_status).await?;
-    let payment = tx::payment_by_session(conn, &s.id).await?;
+    let payment = batch.payment(conn, &s.id).await?;
     if let Some(p) = &payment {
         if tx::set_payment_status(conn, &p.id, "pending", to_status, now).await? {
+            batch.payments.insert(
+                s.id.clone(),
+                Some(tx::PaymentState {
+                    status: to_status.to_owned(),
+                    ..p.clone()
+                }),
+            );
             tracing::info!(payment_id = %p.id, machine_id = ?p.machine_id, status = to_status, "pending payment closed");
         }
     }
@@ -472,17 +581,17 @@ async fn refund(conn: &mut Conn, c: &Charge, now: &str) -> Result<WebhookOutcome
 pub async fn grant(
     conn: &mut Conn,
     keys: &Keys,
-    cabinets: &mut CabinetCache,
+    batch: &mut Batch,
     machine_id: &str,
     credits: i64,
     reason: &str,
 ) -> Result<Option<OutboxPulse>, sqlx::Error> {
-    let Some(cabinet) = cabinets.get(conn, machine_id).await? else {
+    let Some(cabinet) = batch.cabinet(conn, machine_id).await? else {
         return Ok(None);
     };
     let now = now_db();
     let pulse = new_pulse(
-        conn,
+        batch,
         keys,
         &cabinet,
         credits,
@@ -490,15 +599,15 @@ pub async fn grant(
         None,
         Some(reason),
         &now,
-    )
-    .await?;
+    );
     tracing::info!(machine_id, credits, pulse_id = %pulse.id, reason, "operator credits granted");
     Ok(Some(pulse))
 }
 
+/// Signs a pulse and queues its outbox row for the end of the batch.
 #[allow(clippy::too_many_arguments)]
-async fn new_pulse(
-    conn: &mut Conn,
+fn new_pulse(
+    batch: &mut Batch,
     keys: &Keys,
     cabinet: &Cabinet,
     credits: i64,
@@ -506,7 +615,7 @@ async fn new_pulse(
     payment_id: Option<&str>,
     reason: Option<&str>,
     now: &str,
-) -> Result<OutboxPulse, sqlx::Error> {
+) -> OutboxPulse {
     let msg = PulseMessage {
         id: uuid::Uuid::now_v7().to_string(),
         machine_id: cabinet.machine_id.clone(),
@@ -516,26 +625,22 @@ async fn new_pulse(
     };
     let secret = keys.cabinet_secret(&cabinet.machine_id, &cabinet.secret_salt);
     let payload = sign_pulse(&msg, &secret);
-    tx::insert_pulse(
-        conn,
-        &NewPulse {
-            id: &msg.id,
-            machine_id: &cabinet.machine_id,
-            credits,
-            source: source.as_str(),
-            payment_id,
-            reason,
-            payload: &payload,
-            at: now,
-        },
-    )
-    .await?;
-    Ok(OutboxPulse {
+    batch.pulses.push(tx::PulseRow {
+        id: msg.id.clone(),
+        machine_id: cabinet.machine_id.clone(),
+        credits,
+        source: source.as_str(),
+        payment_id: payment_id.map(str::to_owned),
+        reason: reason.map(str::to_owned),
+        payload: payload.clone(),
+        created_at: now.to_owned(),
+    });
+    OutboxPulse {
         id: msg.id,
         machine_id: msg.machine_id,
         payload,
         created_at: now.to_owned(),
-    })
+    }
 }
 
 #[cfg(test)]

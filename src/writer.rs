@@ -5,7 +5,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::now_db;
-use crate::payments::{self, CabinetCache, Keys, WebhookOutcome};
+use crate::payments::{self, Batch, Keys, WebhookOutcome};
 use crate::store::tx::{self, NewPlay};
 use crate::store::{OutboxPulse, Store};
 use crate::stripe::webhook::Event;
@@ -256,19 +256,25 @@ async fn commit(store: &Store, keys: &Keys, ops: &[&Op]) -> Result<Vec<Applied>,
     let mut out = Vec::with_capacity(ops.len());
     // Published marks in one statement per batch rather than one per pulse.
     let mut published: Vec<String> = Vec::new();
-    let mut cabinets = CabinetCache::default();
+    let events: Vec<&Event> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Webhook(ev) => Some(ev.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let mut batch = Batch::prefetch(&mut txn, &events).await.map_err(db)?;
     for op in ops {
         let applied = match op {
             Op::Published(ids) => {
                 published.extend(ids.iter().cloned());
                 (Done::Nothing, None)
             }
-            other => apply(&mut txn, keys, &mut cabinets, other)
-                .await
-                .map_err(db)?,
+            other => apply(&mut txn, keys, &mut batch, other).await.map_err(db)?,
         };
         out.push(applied);
     }
+    batch.flush(&mut txn).await.map_err(db)?;
     if !published.is_empty() {
         tx::mark_published(&mut txn, &published, &now_db())
             .await
@@ -281,12 +287,12 @@ async fn commit(store: &Store, keys: &Keys, ops: &[&Op]) -> Result<Vec<Applied>,
 async fn apply(
     conn: &mut tx::Conn,
     keys: &Keys,
-    cabinets: &mut CabinetCache,
+    batch: &mut Batch,
     op: &Op,
 ) -> Result<Applied, sqlx::Error> {
     Ok(match op {
         Op::Webhook(ev) => {
-            let outcome = payments::apply_event(conn, keys, cabinets, ev).await?;
+            let outcome = payments::apply_event(conn, keys, batch, ev).await?;
             let pulse = outcome.pulse.clone();
             (Done::Webhook(outcome), pulse)
         }
@@ -295,7 +301,7 @@ async fn apply(
             credits,
             reason,
         } => {
-            let pulse = payments::grant(conn, keys, cabinets, machine_id, *credits, reason).await?;
+            let pulse = payments::grant(conn, keys, batch, machine_id, *credits, reason).await?;
             (Done::Grant(pulse.clone()), pulse)
         }
         Op::Acked {
@@ -306,7 +312,7 @@ async fn apply(
             None,
         ),
         Op::Play(p) => {
-            if cabinets.get(conn, &p.machine_id).await?.is_none() {
+            if batch.cabinet(conn, &p.machine_id).await?.is_none() {
                 tracing::warn!(machine_id = %p.machine_id, "game over from an unknown cabinet ignored");
                 return Ok((Done::Flag(false), None));
             }

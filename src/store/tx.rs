@@ -9,43 +9,6 @@ use super::cabinets::{Cabinet, CABINET_COLUMNS};
 
 pub type Conn = AnyConnection;
 
-pub async fn insert_event(
-    conn: &mut Conn,
-    event_id: &str,
-    event_type: &str,
-    livemode: bool,
-    object_id: Option<&str>,
-    at: &str,
-) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "INSERT INTO stripe_events (event_id, event_type, livemode, object_id, outcome, received_at) \
-         VALUES ($1, $2, $3, $4, 'received', $5) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(event_id)
-    .bind(event_type)
-    .bind(i64::from(livemode))
-    .bind(object_id)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
-}
-
-pub async fn set_event_outcome(
-    conn: &mut Conn,
-    event_id: &str,
-    outcome: &str,
-    payment_id: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE stripe_events SET outcome = $2, payment_id = $3 WHERE event_id = $1")
-        .bind(event_id)
-        .bind(outcome)
-        .bind(payment_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 pub async fn cabinet(conn: &mut Conn, machine_id: &str) -> Result<Option<Cabinet>, sqlx::Error> {
     let row = sqlx::query(&format!(
         "SELECT {CABINET_COLUMNS} FROM cabinets WHERE machine_id = $1"
@@ -208,37 +171,6 @@ pub async fn record_refund(
     Ok(())
 }
 
-#[derive(Debug, Clone)]
-pub struct NewPulse<'a> {
-    pub id: &'a str,
-    pub machine_id: &'a str,
-    pub credits: i64,
-    pub source: &'a str,
-    pub payment_id: Option<&'a str>,
-    pub reason: Option<&'a str>,
-    pub payload: &'a str,
-    pub at: &'a str,
-}
-
-/// Inserts unless the payment already has its pulse.
-pub async fn insert_pulse(conn: &mut Conn, p: &NewPulse<'_>) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "INSERT INTO pulses (id, machine_id, credits, source, payment_id, reason, payload, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-    )
-    .bind(p.id)
-    .bind(p.machine_id)
-    .bind(p.credits)
-    .bind(p.source)
-    .bind(p.payment_id)
-    .bind(p.reason)
-    .bind(p.payload)
-    .bind(p.at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
-}
-
 pub async fn mark_published(conn: &mut Conn, ids: &[String], at: &str) -> Result<(), sqlx::Error> {
     for chunk in ids.chunks(500) {
         let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
@@ -367,5 +299,168 @@ pub async fn set_checkout_status(
         .bind(status)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+// ---- Set-based statements: one round trip for a whole batch ----
+
+/// `($1, $2, $3), ($4, $5, $6), …` for `rows` rows of `cols` values.
+fn values_clause(rows: usize, cols: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn in_clause(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Rows per multi-row statement: well under SQLite's and PostgreSQL's parameter limits.
+const CHUNK: usize = 256;
+
+pub async fn existing_events(
+    conn: &mut Conn,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT event_id FROM stripe_events WHERE event_id IN ({})",
+            in_clause(chunk.len())
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        out.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
+pub async fn payments_by_sessions(
+    conn: &mut Conn,
+    session_ids: &[&str],
+) -> Result<std::collections::HashMap<String, PaymentState>, sqlx::Error> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in session_ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT checkout_session_id, id, status, machine_id, amount_minor FROM payments WHERE checkout_session_id IN ({})",
+            in_clause(chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.insert(row.try_get("checkout_session_id")?, payment_state(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn checkout_sessions(
+    conn: &mut Conn,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, SessionTruth>, sqlx::Error> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT id, machine_id, credits, amount_minor, currency FROM checkout_sessions WHERE id IN ({})",
+            in_clause(chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            out.insert(
+                r.try_get("id")?,
+                SessionTruth {
+                    machine_id: r.try_get("machine_id")?,
+                    credits: r.try_get("credits")?,
+                    amount_minor: r.try_get("amount_minor")?,
+                    currency: r.try_get("currency")?,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// A processed event, written with its final outcome at the end of the batch.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub event_id: String,
+    pub event_type: String,
+    pub livemode: bool,
+    pub object_id: Option<String>,
+    pub outcome: &'static str,
+    pub payment_id: Option<String>,
+    pub received_at: String,
+}
+
+pub async fn insert_events(conn: &mut Conn, rows: &[EventRow]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO stripe_events (event_id, event_type, livemode, object_id, outcome, payment_id, received_at) \
+             VALUES {} ON CONFLICT (event_id) DO NOTHING",
+            values_clause(chunk.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(&e.event_id)
+                .bind(&e.event_type)
+                .bind(i64::from(e.livemode))
+                .bind(e.object_id.as_deref())
+                .bind(e.outcome)
+                .bind(e.payment_id.as_deref())
+                .bind(&e.received_at);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A pulse row, written at the end of the batch (after its payment row).
+#[derive(Debug, Clone)]
+pub struct PulseRow {
+    pub id: String,
+    pub machine_id: String,
+    pub credits: i64,
+    pub source: &'static str,
+    pub payment_id: Option<String>,
+    pub reason: Option<String>,
+    pub payload: String,
+    pub created_at: String,
+}
+
+pub async fn insert_pulses(conn: &mut Conn, rows: &[PulseRow]) -> Result<(), sqlx::Error> {
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO pulses (id, machine_id, credits, source, payment_id, reason, payload, created_at) VALUES {}",
+            values_clause(chunk.len(), 8)
+        );
+        let mut q = sqlx::query(&sql);
+        for p in chunk {
+            q = q
+                .bind(&p.id)
+                .bind(&p.machine_id)
+                .bind(p.credits)
+                .bind(p.source)
+                .bind(p.payment_id.as_deref())
+                .bind(p.reason.as_deref())
+                .bind(&p.payload)
+                .bind(&p.created_at);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
