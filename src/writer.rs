@@ -220,7 +220,14 @@ async fn run(
     let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let ops: Vec<&Op> = batch.iter().map(|c| &c.op).collect();
-        let results = match commit(&store, &keys, &ops).await {
+        let started = std::time::Instant::now();
+        let committed = commit(&store, &keys, &ops).await;
+        tracing::debug!(
+            size = ops.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "batch committed"
+        );
+        let results = match committed {
             Ok(done) => done.into_iter().map(Ok).collect(),
             Err(e) if batch.len() == 1 => vec![Err(e)],
             Err(e) => {

@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Cabinets connected at once to the embedded broker.
     #[arg(long, default_value_t = 10_000)]
     cabinets: usize,
+    /// Write the server's log to this file, at this RUST_LOG level (e.g. coinpulse=debug).
+    #[arg(long, value_names = ["FILE", "FILTER"], num_args = 2)]
+    server_log: Option<Vec<String>>,
 }
 
 const SECRET: &str = "whsec_bench";
@@ -116,7 +119,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-async fn start_server() -> anyhow::Result<(Server, Duration, u64)> {
+async fn start_server(log: Option<&[String]>) -> anyhow::Result<(Server, Duration, u64)> {
     let dir =
         std::env::temp_dir().join(format!("coinpulse-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
@@ -133,10 +136,13 @@ async fn start_server() -> anyhow::Result<(Server, Duration, u64)> {
         )
         .env("STRIPE_WEBHOOK_SECRET", SECRET)
         .env("API_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log.map_or("warn", |l| l[1].as_str()))
         .env_remove("MQTT_URL")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(match log {
+            Some(l) => Stdio::from(std::fs::File::create(&l[0])?),
+            None => Stdio::inherit(),
+        })
         .spawn()?;
     let server = Server {
         child,
@@ -273,7 +279,7 @@ async fn post(client: &reqwest::Client, url: &str, body: String, sig: String) ->
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("coinpulse bench: a `coinpulse serve` child process on loopback, SQLite (WAL, synchronous=FULL), embedded broker\n");
-    let (server, ready, idle_rss) = start_server().await?;
+    let (server, ready, idle_rss) = start_server(args.server_log.as_deref()).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
