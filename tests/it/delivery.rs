@@ -83,14 +83,7 @@ async fn unpublished_pulse_is_delivered_after_a_restart() {
     first.stop.stop().await;
 
     // Same database, now with the embedded broker.
-    let second = spawn_app_with(
-        &db,
-        AppOptions {
-            mqtt_url: None,
-            ..AppOptions::default()
-        },
-    )
-    .await;
+    let second = spawn_embedded(&db).await;
     let mut cab = second.connect_cabinet(&machine_id, &secret, true).await;
     assert_eq!(cab.expect_credit().await.credits, 3);
     second
@@ -103,14 +96,7 @@ async fn unpublished_pulse_is_delivered_after_a_restart() {
 #[tokio::test]
 async fn embedded_broker_refuses_wrong_and_unknown_credentials() {
     let db = TestDb::new().await;
-    let app = spawn_app_with(
-        &db,
-        AppOptions {
-            mqtt_url: None,
-            ..AppOptions::default()
-        },
-    )
-    .await;
+    let app = spawn_embedded(&db).await;
     let machine_id = unique("cab");
     let secret = app.register(&machine_id, 100, "usd").await;
     let attempt = |user: &str, pass: &str| {
@@ -152,14 +138,7 @@ async fn embedded_broker_refuses_wrong_and_unknown_credentials() {
 #[tokio::test]
 async fn unacked_pulses_are_redelivered_when_an_acking_cabinet_reconnects() {
     let db = TestDb::new().await;
-    let app = spawn_app_with(
-        &db,
-        AppOptions {
-            mqtt_url: None,
-            ..AppOptions::default()
-        },
-    )
-    .await;
+    let app = spawn_embedded(&db).await;
     let mut cab = app.cabinet(100, "usd").await;
     // Teach the server that this cabinet acks.
     app.post_webhook(&paid(&cab.machine_id, 100, "usd")).await;
@@ -197,14 +176,7 @@ async fn unacked_pulses_are_redelivered_when_an_acking_cabinet_reconnects() {
 #[tokio::test]
 async fn cabinet_rejects_a_forged_pulse() {
     let db = TestDb::new().await;
-    let app = spawn_app_with(
-        &db,
-        AppOptions {
-            mqtt_url: None,
-            ..AppOptions::default()
-        },
-    )
-    .await;
+    let app = spawn_embedded(&db).await;
     let mut cab = app.cabinet(100, "usd").await;
     // Another cabinet on the same broker tries to forge credits for it.
     let mut other = app.cabinet(100, "usd").await;

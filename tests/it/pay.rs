@@ -320,17 +320,8 @@ async fn completion_sends_the_bundles_credits_and_the_thanks_page_follows() {
     assert_eq!(stage().await["stage"], "waiting");
     let thanks = t
         .app
-        .http
-        .get(format!(
-            "{}/p/{}/thanks?session_id={id}",
-            t.app.base, cab.machine_id
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text(&format!("/p/{}/thanks?session_id={id}", cab.machine_id))
+        .await;
     assert!(thanks.contains("Waiting for confirmation from Stripe"));
 
     let (status, body) = t.fake.complete(&id, |_| {}).await;
@@ -347,17 +338,8 @@ async fn completion_sends_the_bundles_credits_and_the_thanks_page_follows() {
         .await;
     let thanks = t
         .app
-        .http
-        .get(format!(
-            "{}/p/{}/thanks?session_id={id}",
-            t.app.base, cab.machine_id
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text(&format!("/p/{}/thanks?session_id={id}", cab.machine_id))
+        .await;
     assert!(thanks.contains("Cabinet confirmed, enjoy!"));
 }
 

@@ -113,6 +113,18 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
     spawn_app_with(db, AppOptions::default()).await
 }
 
+/// An app on its own embedded broker, even when TEST_MQTT_URL names an external one.
+pub async fn spawn_embedded(db: &TestDb) -> TestApp {
+    spawn_app_with(
+        db,
+        AppOptions {
+            mqtt_url: None,
+            ..AppOptions::default()
+        },
+    )
+    .await
+}
+
 /// Logs go to the test output when RUST_LOG is set (e.g. RUST_LOG=coinpulse=debug).
 fn init_logs() {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -231,6 +243,18 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("server never connected to MQTT");
+    }
+
+    /// The body of `GET {base}{path}` as text (the player's pages).
+    pub async fn text(&self, path: &str) -> String {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn status(&self) -> Value {
