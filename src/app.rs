@@ -123,6 +123,7 @@ impl Application {
             mqtt: mqtt.clone(),
             topics,
             broker: broker_label.clone(),
+            mqtt_port: broker_addr.map(|a| a.port()),
             stripe: crate::stripe::api::StripeApi::new(
                 &settings.stripe_api_base,
                 settings.stripe_secret_key.as_ref().map(|k| k.expose()),

@@ -39,7 +39,7 @@ pub enum CabinetCommand {
 
 #[derive(Debug, Args)]
 pub struct AddArgs {
-    /// 1–64 characters of letters, digits, '_' and '-'.
+    /// The cabinet's id: 1–64 characters of letters, digits, '_' and '-'.
     #[arg(long)]
     machine_id: String,
     #[arg(long)]
@@ -72,7 +72,7 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
             };
             let reg = cabinets::register(&store, &keys, &input).await?;
             print_cabinet(&reg.cabinet);
-            print_credentials(settings, &reg.cabinet.machine_id, &reg.secret);
+            print_credentials(settings, &reg.cabinet.machine_id, &reg.secret).await;
         }
         CabinetCommand::List => {
             let all = store.cabinets().await?;
@@ -150,7 +150,7 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
         }
         CabinetCommand::RotateSecret { machine_id } => {
             let secret = cabinets::rotate_secret(&store, &keys, &machine_id).await?;
-            print_credentials(settings, &machine_id, &secret);
+            print_credentials(settings, &machine_id, &secret).await;
         }
     }
     store.close().await;
@@ -200,7 +200,12 @@ fn print_bundles(c: &Cabinet, bundles: &[Bundle]) {
                 .to_string()
             })
             .unwrap_or_default();
-        println!("  {:<20} {price}", b.title());
+        let plays = if b.label.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} credits)", b.credits)
+        };
+        println!("  {:<32} {price}", format!("{}{plays}", b.title()));
     }
 }
 
@@ -233,13 +238,14 @@ fn print_cabinet(c: &Cabinet) {
     );
 }
 
-fn print_credentials(settings: &Settings, machine_id: &str, secret: &str) {
-    let broker = settings.mqtt_url.clone().unwrap_or_else(|| {
-        let port = settings
-            .mqtt_listen
-            .map_or(crate::mqtt::broker::DEFAULT_PORT, |a| a.port());
-        format!("tcp://<this server's address>:{port} (the broker line of /status)")
-    });
+async fn print_credentials(settings: &Settings, machine_id: &str, secret: &str) {
+    let broker = match &settings.mqtt_url {
+        Some(url) => url.clone(),
+        None => format!(
+            "tcp://<this server's address>:{}",
+            super::embedded_broker_port(settings).await
+        ),
+    };
     let prefix = &settings.mqtt_topic_prefix;
     println!();
     println!("MQTT credentials for the cabinet (the secret is shown only now):");

@@ -60,3 +60,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
     }
 }
+
+/// The embedded broker's port as the server running here reports it (it may have moved off
+/// 1883 when that port was taken), so local tools connect where the cabinets must.
+pub(crate) async fn embedded_broker_port(settings: &Settings) -> u16 {
+    if let Some(listen) = settings.mqtt_listen {
+        return listen.port();
+    }
+    let url = format!(
+        "http://{}/status",
+        crate::mqtt::broker::local_target(settings.bind)
+    );
+    let reported = async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(800))
+            .build()
+            .ok()?;
+        let status: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+        status["mqtt_port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+    };
+    reported.await.unwrap_or(crate::mqtt::broker::DEFAULT_PORT)
+}

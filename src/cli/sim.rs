@@ -4,16 +4,16 @@ use clap::Args;
 
 use crate::cabinet_sim::{SimCabinet, SimEvent, SimOptions};
 use crate::config::Settings;
-use crate::mqtt::broker::{local_target, DEFAULT_PORT};
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
+    /// The cabinet's machine id (its MQTT username).
     #[arg(long)]
     machine_id: String,
     /// The cabinet's MQTT secret, as printed by `cabinet add`.
     #[arg(long, env = "CABINET_SECRET", hide_env_values = true)]
     secret: String,
-    /// Broker URL. Default: MQTT_URL, else this machine's embedded broker.
+    /// Broker URL. Default: MQTT_URL, else the embedded broker of the server running here.
     #[arg(long)]
     mqtt: Option<String>,
     /// Report game over this many seconds after each credit.
@@ -25,15 +25,13 @@ pub struct SimArgs {
 }
 
 pub async fn run(args: SimArgs, settings: &Settings) -> anyhow::Result<()> {
-    let broker = args
-        .mqtt
-        .or_else(|| settings.mqtt_url.clone())
-        .unwrap_or_else(|| {
-            let listen = settings
-                .mqtt_listen
-                .unwrap_or(([127, 0, 0, 1], DEFAULT_PORT).into());
-            format!("tcp://{}", local_target(listen))
-        });
+    let broker = match args.mqtt.or_else(|| settings.mqtt_url.clone()) {
+        Some(url) => url,
+        None => format!(
+            "tcp://127.0.0.1:{}",
+            super::embedded_broker_port(settings).await
+        ),
+    };
     println!("cabinet {} connecting to {broker} …", args.machine_id);
     let opts = SimOptions {
         machine_id: args.machine_id.clone(),

@@ -30,6 +30,8 @@ pub struct AppState {
     pub topics: Topics,
     /// `embedded` or the external broker's URL, for cabinet installers.
     pub broker: String,
+    /// The embedded broker's port, when it runs.
+    pub mqtt_port: Option<u16>,
     pub stripe: crate::stripe::api::StripeApi,
 }
 

@@ -148,6 +148,24 @@ async fn load(state: &AppState, raw: &str) -> Result<Loaded, HttpResponse> {
     Ok(Loaded { cabinet, bundles })
 }
 
+/// The small line under a bundle: how many plays a label hides, and the price per play.
+fn detail(b: &Bundle, currency: &str) -> String {
+    let per_play =
+        (b.credits > 1).then(|| format!("{} per play", money(b.price_minor / b.credits, currency)));
+    let plays = (!b.label.is_empty()).then(|| {
+        Bundle {
+            label: String::new(),
+            ..b.clone()
+        }
+        .title()
+    });
+    [plays, per_play]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 fn csrf_for(state: &AppState, cookie: &str) -> String {
     state.keys.mac("pay-csrf", cookie)
 }
@@ -173,14 +191,7 @@ pub async fn page(
             index,
             title: b.title(),
             price: money(b.price_minor, &cabinet.currency),
-            per_play: if b.credits > 1 {
-                format!(
-                    "{} per play",
-                    money(b.price_minor / b.credits, &cabinet.currency)
-                )
-            } else {
-                String::new()
-            },
+            per_play: detail(b, &cabinet.currency),
         })
         .collect();
     let page = PayPage {

@@ -19,6 +19,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         "database": if db_ok { "ok" } else { "error" },
         "mqtt": if state.stats.is_connected() { "connected" } else { "disconnected" },
         "broker": state.broker,
+        "mqtt_port": state.mqtt_port,
         "version": env!("CARGO_PKG_VERSION"),
         "pulses_pending": pending,
         "mqtt_received": state.stats.received.load(Ordering::Relaxed),
