@@ -519,16 +519,41 @@ async fn many_cabinets(
         let (addr, sem, pb) = (addr.clone(), sem.clone(), pb.clone());
         conns.push(tokio::spawn(async move {
             let _p = sem.acquire().await;
-            let r = mqtt_connect(&addr, &id, &secret).await;
+            // Like a real cabinet, retry a refused or reset attempt (a reconnect storm
+            // overflows the listen queue for a moment).
+            let mut attempt = 0;
+            let r = loop {
+                attempt += 1;
+                match mqtt_connect(&addr, &id, &secret).await {
+                    Err(_) if attempt < 5 => {
+                        tokio::time::sleep(Duration::from_millis(200 * attempt)).await
+                    }
+                    other => break other,
+                }
+            };
             pb.inc(1);
-            r.ok()
+            r.map(|s| (s, attempt)).map_err(|e| e.to_string())
         }));
     }
-    let streams: Vec<_> = futures::future::join_all(conns)
-        .await
-        .into_iter()
-        .filter_map(|r| r.ok().flatten())
-        .collect();
+    let mut streams = Vec::new();
+    let mut retried = 0usize;
+    let mut failures: HashMap<String, usize> = HashMap::new();
+    for r in futures::future::join_all(conns).await {
+        match r {
+            Ok(Ok((s, attempts))) => {
+                retried += usize::from(attempts > 1);
+                streams.push(s)
+            }
+            Ok(Err(e)) => *failures.entry(e).or_default() += 1,
+            Err(e) => *failures.entry(e.to_string()).or_default() += 1,
+        }
+    }
+    for (why, n) in &failures {
+        eprintln!("  {n} cabinet connection(s) failed: {why}");
+    }
+    if retried > 0 {
+        eprintln!("  {retried} cabinet(s) needed more than one attempt");
+    }
     let took = start.elapsed();
     pb.finish_and_clear();
     tokio::time::sleep(Duration::from_secs(1)).await;
