@@ -102,7 +102,9 @@ pub async fn connect_until_up(client: &paho::AsyncClient, opts: paho::ConnectOpt
                         "{what}: MQTT broker unreachable, retrying");
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                // Capped low: a broker that is still starting, or back after an outage,
+                // should be picked up within seconds.
+                delay = (delay * 2).min(Duration::from_secs(3));
             }
         }
     }

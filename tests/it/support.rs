@@ -56,12 +56,25 @@ async fn fresh_postgres_db(server: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// A free port below the kernel's ephemeral range (32768+), handed out once per process:
+/// a port from the ephemeral range can be taken by some outgoing connection between this
+/// check and the server binding it, and two tests must never get the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 500) as u16 * 20,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "ran out of test ports");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -236,7 +249,7 @@ impl TestApp {
         if !wait {
             return;
         }
-        for _ in 0..400 {
+        for _ in 0..800 {
             if self.status().await["mqtt"] == "connected" {
                 return;
             }
