@@ -571,14 +571,8 @@ async fn qr_codes_decode_to_the_exact_url() {
     let cab = t.app.cabinet(100, "usd").await;
     let png = t
         .app
-        .http
-        .get(format!(
-            "{}/api/v1/cabinets/{}/qr.png",
-            t.app.base, cab.machine_id
-        ))
-        .send()
-        .await
-        .unwrap();
+        .fetch(&format!("/api/v1/cabinets/{}/qr.png", cab.machine_id))
+        .await;
     assert_eq!(png.headers()["content-type"], "image/png");
     assert_eq!(
         decode_png(&png.bytes().await.unwrap()),
@@ -587,25 +581,16 @@ async fn qr_codes_decode_to_the_exact_url() {
     let link = "https://buy.stripe.com/test_abc123";
     let png = t
         .app
-        .http
-        .get(format!(
-            "{}/api/v1/cabinets/{}/qr.png?url={link}",
-            t.app.base, cab.machine_id
+        .fetch(&format!(
+            "/api/v1/cabinets/{}/qr.png?url={link}",
+            cab.machine_id
         ))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(decode_png(&png.bytes().await.unwrap()), link);
     let svg = t
         .app
-        .http
-        .get(format!(
-            "{}/api/v1/cabinets/{}/qr.svg",
-            t.app.base, cab.machine_id
-        ))
-        .send()
-        .await
-        .unwrap();
+        .fetch(&format!("/api/v1/cabinets/{}/qr.svg", cab.machine_id))
+        .await;
     assert_eq!(svg.headers()["content-type"], "image/svg+xml");
     assert!(svg.text().await.unwrap().starts_with("<?xml"));
     let missing = t
