@@ -258,16 +258,18 @@ impl TestApp {
         panic!("server never connected to MQTT");
     }
 
-    /// The body of `GET {base}{path}` as text (the player's pages).
-    pub async fn text(&self, path: &str) -> String {
+    /// `GET {base}{path}`, without credentials.
+    pub async fn fetch(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.base))
             .send()
             .await
             .unwrap()
-            .text()
-            .await
-            .unwrap()
+    }
+
+    /// The body of `GET {base}{path}` as text (the player's pages).
+    pub async fn text(&self, path: &str) -> String {
+        self.fetch(path).await.text().await.unwrap()
     }
 
     pub async fn status(&self) -> Value {
