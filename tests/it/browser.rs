@@ -9,7 +9,6 @@ use fantoccini::{ClientBuilder, Locator};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::fake_stripe::FakeStripe;
 use crate::support::*;
 
 struct Driver(Child);
@@ -45,17 +44,8 @@ async fn player_pays_on_a_phone_and_sees_credits_sent() {
         eprintln!("SKIPPED: chromium/chromedriver not installed (run .ci/setup)");
         return;
     };
-    let fake = FakeStripe::start().await;
-    let db = TestDb::new().await;
-    let app = spawn_app_with(
-        &db,
-        AppOptions {
-            stripe_api_base: Some(fake.base.clone()),
-            ..AppOptions::default()
-        },
-    )
-    .await;
-    fake.deliver_webhooks_to(&app.base);
+    let t = crate::pay::pay_app(|_| {}).await;
+    let (app, fake) = (&t.app, &t.fake);
     let mut cab = app.cabinet(100, "usd").await;
     app.api(
         Method::PATCH,

@@ -7,13 +7,14 @@ use serde_json::json;
 use crate::fake_stripe::FakeStripe;
 use crate::support::*;
 
-struct PayTest {
-    app: TestApp,
-    fake: FakeStripe,
-    _db: TestDb,
+/// An app wired to its own fake Stripe, which delivers completed sessions' webhooks to it.
+pub struct PayTest {
+    pub app: TestApp,
+    pub fake: FakeStripe,
+    pub _db: TestDb,
 }
 
-async fn pay_app(tweak: impl FnOnce(&mut AppOptions)) -> PayTest {
+pub async fn pay_app(tweak: impl FnOnce(&mut AppOptions)) -> PayTest {
     let fake = FakeStripe::start().await;
     let db = TestDb::new().await;
     let mut opts = AppOptions {
@@ -300,11 +301,7 @@ async fn completion_sends_the_bundles_credits_and_the_thanks_page_follows() {
         json!([{"credits": 3, "price_minor": 250}]),
     )
     .await;
-    let location = choose(&t.app, &cab.machine_id, 0).await.headers()["location"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let id = session_id_from(&location);
+    let id = checkout(&t.app, &cab.machine_id, 0).await;
     let status_url = format!("{}/p/{}/status?session_id={id}", t.app.base, cab.machine_id);
     let stage = || async {
         t.app
@@ -606,35 +603,19 @@ async fn qr_codes_decode_to_the_exact_url() {
 #[tokio::test]
 async fn thanks_page_shows_payment_received_then_credits_sent() {
     // A broker nobody can reach: the payment is stored, but no pulse can go out yet.
-    let fake = FakeStripe::start().await;
-    let db = TestDb::new().await;
-    let app = spawn_app_with(
-        &db,
-        AppOptions {
-            stripe_api_base: Some(fake.base.clone()),
-            mqtt_url: Some(format!("tcp://127.0.0.1:{}", free_port())),
-            wait_connected: false,
-            ..AppOptions::default()
-        },
-    )
+    let offline = pay_app(|o| {
+        o.mqtt_url = Some(format!("tcp://127.0.0.1:{}", free_port()));
+        o.wait_connected = false;
+    })
     .await;
-    fake.deliver_webhooks_to(&app.base);
+    let (app, fake) = (&offline.app, &offline.fake);
     let machine_id = unique("cab");
     app.register(&machine_id, 100, "usd").await;
-    let id = checkout(&app, &machine_id, 0).await;
+    let id = checkout(app, &machine_id, 0).await;
     fake.complete(&id, |_| {}).await;
     let thanks = app
-        .http
-        .get(format!(
-            "{}/p/{machine_id}/thanks?session_id={id}",
-            app.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text(&format!("/p/{machine_id}/thanks?session_id={id}"))
+        .await;
     assert!(
         thanks.contains("id=\"now\" role=\"status\" aria-live=\"polite\">Payment received"),
         "{thanks}"
