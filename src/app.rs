@@ -14,7 +14,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::Settings;
 use crate::mqtt::connection::{self, Target};
-use crate::mqtt::dispatcher::Dispatcher;
+use crate::mqtt::dispatcher::{self, Dispatcher};
 use crate::mqtt::{broker, inbound, MqttStats, Topics, INTERNAL_USER};
 use crate::payments::Keys;
 use crate::store::Store;
@@ -25,6 +25,8 @@ pub struct Application {
     http: actix_web::dev::Server,
     http_addr: SocketAddr,
     broker_addr: Option<SocketAddr>,
+    broker_tls_addr: Option<SocketAddr>,
+    broker: Option<Arc<broker::EmbeddedBroker>>,
     store: Store,
     mqtt: paho::AsyncClient,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
@@ -35,12 +37,16 @@ pub struct Application {
 pub struct StopHandle {
     http: actix_web::dev::ServerHandle,
     mqtt: paho::AsyncClient,
+    broker: Option<Arc<broker::EmbeddedBroker>>,
 }
 
 impl StopHandle {
     pub async fn stop(&self) {
         let _ = self.mqtt.disconnect(None).await;
         self.http.stop(true).await;
+        if let Some(b) = &self.broker {
+            b.shutdown();
+        }
     }
 }
 
@@ -60,22 +66,47 @@ impl Application {
         let topics = Topics::new(&settings.mqtt_topic_prefix);
         let stats = Arc::new(MqttStats::default());
 
-        let (target, broker_addr, broker_label) = match &settings.mqtt_url {
+        // Bounded everywhere: a flood from MQTT slows its sender, never grows the heap.
+        let (outbox_tx, outbox_rx) = mpsc::channel(dispatcher::MAX_INFLIGHT);
+        let (signal_tx, signal_rx) = mpsc::channel(1_024);
+        let (inbound_tx, inbound_rx) = mpsc::channel(4_096);
+        let (broker_tx, broker_rx) = mpsc::channel(4_096);
+
+        let (target, embedded, broker_label) = match &settings.mqtt_url {
             None => {
-                let addr = broker::start(
-                    settings.mqtt_listen,
+                let tls = match (
+                    settings.mqtt_tls_listen,
+                    &settings.mqtt_tls_cert,
+                    &settings.mqtt_tls_key,
+                ) {
+                    (Some(addr), Some(cert), Some(key)) => Some(broker::TlsListen {
+                        addr,
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }),
+                    _ => None,
+                };
+                let embedded = broker::start(
+                    broker::BrokerOptions {
+                        listen: settings.mqtt_listen,
+                        tls,
+                        topics: topics.clone(),
+                        internal_password: keys.internal_mqtt_password(),
+                        server_client_id: settings.mqtt_client_id.clone(),
+                    },
                     store.clone(),
-                    keys.internal_mqtt_password(),
-                    tokio::runtime::Handle::current(),
-                )?;
+                    broker_tx,
+                )
+                .await?;
                 let target = Target {
-                    uri: format!("tcp://{}", broker::local_target(addr)),
+                    uri: format!("tcp://{}", broker::local_target(embedded.addr)),
                     username: Some(INTERNAL_USER.to_owned()),
                     password: Some(keys.internal_mqtt_password()),
                     ca_file: None,
                     client_id: settings.mqtt_client_id.clone(),
                 };
-                (target, Some(addr), format!("embedded, mqtt://{addr}"))
+                let label = format!("embedded, mqtt://{}", embedded.addr);
+                (target, Some(Arc::new(embedded)), label)
             }
             Some(url) => {
                 let target = Target {
@@ -91,10 +122,10 @@ impl Application {
                 (target, None, url.clone())
             }
         };
+        let broker_addr = embedded.as_ref().map(|b| b.addr);
+        let broker_tls_addr = embedded.as_ref().and_then(|b| b.tls_addr);
+        let presence = embedded.as_ref().map(|b| b.presence.clone());
 
-        let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
-        let (signal_tx, signal_rx) = mpsc::unbounded_channel();
-        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
         let (writer, writer_task) = Writer::spawn(store.clone(), keys.clone(), outbox_tx);
         let mqtt = connection::start(&target, stats.clone(), inbound_tx, signal_tx.clone())
             .map_err(|e| anyhow::anyhow!("MQTT_URL: cannot use {}: {e}", target.uri))?;
@@ -104,8 +135,9 @@ impl Application {
             store: store.clone(),
             writer: writer.clone(),
             stats: stats.clone(),
+            presence: presence.clone(),
         };
-        let dispatcher_task = tokio::spawn(dispatcher.run(outbox_rx, signal_rx));
+        let dispatcher_task = tokio::spawn(dispatcher.run(outbox_rx, signal_rx, broker_rx));
         let inbound_task = tokio::spawn(inbound::run(
             inbound_rx,
             topics.clone(),
@@ -124,6 +156,8 @@ impl Application {
             topics,
             broker: broker_label.clone(),
             mqtt_port: broker_addr.map(|a| a.port()),
+            mqtt_tls_port: broker_tls_addr.map(|a| a.port()),
+            presence,
             stripe: crate::stripe::api::StripeApi::new(
                 &settings.stripe_api_base,
                 settings.stripe_secret_key.as_ref().map(|k| k.expose()),
@@ -155,6 +189,8 @@ impl Application {
             http,
             http_addr,
             broker_addr,
+            broker_tls_addr,
+            broker: embedded,
             store,
             mqtt,
             tasks: vec![
@@ -174,10 +210,16 @@ impl Application {
         self.broker_addr
     }
 
+    /// The embedded broker's TLS address, when it has one.
+    pub fn broker_tls_addr(&self) -> Option<SocketAddr> {
+        self.broker_tls_addr
+    }
+
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
             http: self.http.handle(),
             mqtt: self.mqtt.clone(),
+            broker: self.broker.clone(),
         }
     }
 
@@ -189,6 +231,7 @@ impl Application {
             store,
             mqtt,
             tasks,
+            broker,
             ..
         } = self;
         let (names, handles): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
@@ -201,6 +244,9 @@ impl Application {
             }
         };
         let _ = mqtt.disconnect(None).await;
+        if let Some(b) = broker {
+            b.shutdown();
+        }
         store.close().await;
         tracing::info!("coinpulse stopped");
         result

@@ -1,16 +1,20 @@
 //! A simulated cabinet that behaves like a real one: logs in with its secret, leaves an
-//! `offline` last will, announces `online` (retained), verifies each pulse's signature,
-//! ignores pulse ids it has already seen, acks every pulse, and can report game over.
+//! `offline` last will, announces `online` (retained), verifies each pulse's signature
+//! (Ed25519 with the server's public key when given, else the HMAC `sig`), refuses pulses
+//! older than a set age, ignores pulse ids it has already seen (remembered in a file across
+//! its own restarts when given one), acks every pulse, and can report game over.
 //! `coinpulse cabinet-sim` runs it; the integration tests use it as their cabinet.
 
 use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paho_mqtt as paho;
 use tokio::sync::mpsc;
 
-use crate::domain::{verify_pulse, wire_time, PulseMessage};
+use crate::domain::{verify_pulse, verify_pulse_ed25519, wire_time, PulseMessage};
 use crate::mqtt::connection::{connect_options, create_client, Target};
 use crate::mqtt::{GameOverMessage, Topics};
 
@@ -29,6 +33,70 @@ pub struct SimOptions {
     /// Keep retrying an unreachable broker this long (None: forever). A refused login is
     /// final at once.
     pub give_up_after: Option<Duration>,
+    /// The server's pulse public key: verify `sig_ed25519` with it instead of the HMAC.
+    pub public_key: Option<ed25519_dalek::VerifyingKey>,
+    /// Pulse ids already credited, one per line, kept across restarts.
+    pub state_file: Option<PathBuf>,
+    /// Pulses whose timestamp is older than this are refused (a replay).
+    pub max_age: Option<Duration>,
+}
+
+/// The pulse ids a cabinet has credited, optionally backed by an append-only file that is
+/// fsync'd before the pulse is acked, so a replay is refused after a reboot too.
+struct Seen {
+    ids: HashSet<String>,
+    file: Option<std::fs::File>,
+}
+
+impl Seen {
+    fn open(path: Option<&Path>) -> std::io::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self {
+                ids: HashSet::new(),
+                file: None,
+            });
+        };
+        let ids = match std::fs::read_to_string(path) {
+            Ok(text) => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+            Err(e) => return Err(e),
+        };
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self { ids, file: Some(file) })
+    }
+
+    /// True when the id is new; it is on disk before this returns.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_owned()) {
+            return false;
+        }
+        if let Some(f) = &mut self.file {
+            if let Err(e) = writeln!(f, "{id}").and_then(|_| f.sync_data()) {
+                tracing::error!(error = %e, "could not record a pulse id");
+            }
+        }
+        true
+    }
+}
+
+fn check_pulse(opts: &SimOptions, payload: &[u8]) -> Result<PulseMessage, String> {
+    let p = match &opts.public_key {
+        Some(key) => verify_pulse_ed25519(payload, key),
+        None => verify_pulse(payload, &opts.secret),
+    }
+    .map_err(|e| e.to_string())?;
+    if p.machine_id != opts.machine_id {
+        return Err(format!("pulse for {} arrived here", p.machine_id));
+    }
+    if let Some(max) = opts.max_age {
+        let at = chrono::DateTime::parse_from_rfc3339(&p.timestamp)
+            .map_err(|_| format!("pulse timestamp {:?} is not a time", p.timestamp))?;
+        let age = chrono::Utc::now().signed_duration_since(at);
+        if age.num_milliseconds() > max.as_millis() as i64 {
+            return Err(format!("pulse {} is {} s old (limit {} s)", p.id, age.num_seconds(), max.as_secs()));
+        }
+    }
+    Ok(p)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,18 +179,19 @@ impl SimCabinet {
         }
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+        let seen = Arc::new(Mutex::new(
+            Seen::open(opts.state_file.as_deref()).map_err(|e| {
+                paho::Error::GeneralString(format!("pulse state file: {e}"))
+            })?,
+        ));
         let worker = client.clone();
         let worker_topics = topics.clone();
         tokio::spawn(async move {
             while let Some(msg) = raw_rx.recv().await {
-                let event = match verify_pulse(msg.payload(), &opts.secret) {
-                    Err(e) => SimEvent::Rejected(e.to_string()),
-                    Ok(p) if p.machine_id != opts.machine_id => {
-                        SimEvent::Rejected(format!("pulse for {} arrived here", p.machine_id))
-                    }
+                let event = match check_pulse(&opts, msg.payload()) {
+                    Err(why) => SimEvent::Rejected(why),
                     Ok(p) => {
-                        let first = seen.lock().expect("seen set").insert(p.id.clone());
+                        let first = seen.lock().expect("seen set").insert(&p.id);
                         if opts.ack {
                             let ack = serde_json::json!({ "id": p.id }).to_string();
                             worker.publish(paho::Message::new(

@@ -133,6 +133,19 @@ pub struct Settings {
     #[arg(long, env = "MQTT_LISTEN", global = true)]
     pub mqtt_listen: Option<SocketAddr>,
 
+    /// TLS listener of the embedded broker (e.g. 0.0.0.0:8883), beside the plain one. Needs
+    /// MQTT_TLS_CERT and MQTT_TLS_KEY; `coinpulse tls self-signed` writes a pair for a LAN.
+    #[arg(long, env = "MQTT_TLS_LISTEN", global = true, requires_all = ["mqtt_tls_cert", "mqtt_tls_key"])]
+    pub mqtt_tls_listen: Option<SocketAddr>,
+
+    /// Certificate chain (PEM) for MQTT_TLS_LISTEN.
+    #[arg(long, env = "MQTT_TLS_CERT", global = true)]
+    pub mqtt_tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) for MQTT_TLS_LISTEN.
+    #[arg(long, env = "MQTT_TLS_KEY", global = true)]
+    pub mqtt_tls_key: Option<PathBuf>,
+
     /// Bearer token for the /api/v1 JSON API and /create-payment-link. Unset: API disabled.
     #[arg(long, env = "API_TOKEN", value_parser = parse_secret, hide_env_values = true, global = true)]
     pub api_token: Option<Secret>,
@@ -234,15 +247,23 @@ fn normalise_database_url(url: &str) -> String {
     }
 }
 
+/// Hex characters in a generated key file: 32 random bytes.
+const KEY_FILE_LEN: usize = 64;
+
 fn load_or_create_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "file is too short to be a key",
-            ))
+    let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
+    let check = |s: String| -> std::io::Result<Vec<u8>> {
+        let key = s.trim();
+        if key.len() != KEY_FILE_LEN || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(&format!(
+                "is not a key ({} characters; expected {KEY_FILE_LEN} hex characters). Restore it from your backup; a new key would invalidate every cabinet's secret",
+                key.len()
+            )));
         }
+        Ok(key.as_bytes().to_vec())
+    };
+    match std::fs::read_to_string(path) {
+        Ok(s) => return check(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -250,21 +271,30 @@ fn load_or_create_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
         std::fs::create_dir_all(dir)?;
     }
     let key = crate::domain::random_token(32);
+    // Written whole to a temporary file, then linked into place: a crash never leaves a
+    // half-written key, and of two processes starting at once exactly one key wins.
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+    opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    match opts.open(path) {
-        Ok(mut f) => {
-            f.write_all(key.as_bytes())?;
-            f.sync_all()?;
+    {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(key.as_bytes())?;
+        f.sync_all()?;
+    }
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
             tracing::info!(path = %path.display(), "generated a new SECRET_KEY and saved it (owner-only); back it up with the database");
             Ok(key.into_bytes())
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(std::fs::read_to_string(path)?.trim().as_bytes().to_vec())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check(std::fs::read_to_string(path)?),
         Err(e) => Err(e),
     }
 }

@@ -17,28 +17,55 @@ use crate::stripe::webhook::{Charge, CheckoutSession, Event, EventBody};
 /// authentication and the API that shows a new secret once.
 #[derive(Clone)]
 pub struct Keys {
-    master: Arc<Vec<u8>>,
+    /// One subkey per purpose, derived from the master key with HKDF-SHA256, so a key
+    /// leaked or misused in one role says nothing about the others.
+    cabinet: Arc<[u8; 32]>,
+    tokens: Arc<[u8; 32]>,
+    internal_mqtt: Arc<[u8; 32]>,
+    pulse_signing: Arc<ed25519_dalek::SigningKey>,
 }
 
 impl Keys {
     pub fn new(master: Vec<u8>) -> Self {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"coinpulse"), &master);
+        let derive = |label: &str| {
+            let mut out = [0u8; 32];
+            hk.expand(label.as_bytes(), &mut out)
+                .expect("32 bytes is a valid HKDF-SHA256 length");
+            out
+        };
         Self {
-            master: Arc::new(master),
+            cabinet: Arc::new(derive("cabinet passwords v1")),
+            tokens: Arc::new(derive("tokens v1")),
+            internal_mqtt: Arc::new(derive("internal mqtt password v1")),
+            pulse_signing: Arc::new(ed25519_dalek::SigningKey::from_bytes(&derive(
+                "pulse signing ed25519 v1",
+            ))),
         }
     }
 
     pub fn cabinet_secret(&self, machine_id: &str, salt: &str) -> String {
-        derive_cabinet_secret(&self.master, machine_id, salt)
+        derive_cabinet_secret(&*self.cabinet, machine_id, salt)
     }
 
-    /// A keyed MAC for tokens the server hands out and checks later (CSRF, idempotency).
+    /// A keyed MAC for tokens the server hands out and checks later (CSRF, idempotency);
+    /// `purpose` separates them.
     pub fn mac(&self, purpose: &str, data: &str) -> String {
-        derive_cabinet_secret(&self.master, purpose, data)
+        derive_cabinet_secret(&*self.tokens, purpose, data)
     }
 
     /// The password the server's own MQTT client uses on the embedded broker.
     pub fn internal_mqtt_password(&self) -> String {
-        derive_cabinet_secret(&self.master, "$coinpulse-server", "internal")
+        derive_cabinet_secret(&*self.internal_mqtt, "$coinpulse-server", "internal")
+    }
+
+    /// The key that signs every pulse (Ed25519); cabinets verify with the public half.
+    pub fn pulse_signing_key(&self) -> &ed25519_dalek::SigningKey {
+        &self.pulse_signing
+    }
+
+    pub fn pulse_public_key_hex(&self) -> String {
+        hex::encode(self.pulse_signing.verifying_key().as_bytes())
     }
 }
 
@@ -624,7 +651,7 @@ fn new_pulse(
         source,
     };
     let secret = keys.cabinet_secret(&cabinet.machine_id, &cabinet.secret_salt);
-    let payload = sign_pulse(&msg, &secret);
+    let payload = sign_pulse(&msg, &secret, keys.pulse_signing_key());
     batch.pulses.push(tx::PulseRow {
         id: msg.id.clone(),
         machine_id: cabinet.machine_id.clone(),

@@ -95,9 +95,29 @@ struct Command {
 }
 
 /// Handle for queueing writes. Cheap to clone.
+///
+/// Two bounded lanes: money (webhooks, operator grants) and bookkeeping (handed marks,
+/// acks, plays, statuses). Each batch takes the money lane first, so a flood of MQTT
+/// messages can delay a webhook's commit by one batch at most.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Command>,
+    money: mpsc::Sender<Command>,
+    bookkeeping: mpsc::Sender<Command>,
+}
+
+#[derive(Clone, Copy)]
+enum Lane {
+    Money,
+    Bookkeeping,
+}
+
+impl Op {
+    fn lane(&self) -> Lane {
+        match self {
+            Op::Webhook(_) | Op::Grant { .. } => Lane::Money,
+            _ => Lane::Bookkeeping,
+        }
+    }
 }
 
 impl Writer {
@@ -105,16 +125,24 @@ impl Writer {
     pub fn spawn(
         store: Store,
         keys: Keys,
-        outbox: mpsc::UnboundedSender<OutboxPulse>,
+        outbox: mpsc::Sender<OutboxPulse>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(16_384);
-        let task = tokio::spawn(run(store, keys, rx, outbox));
-        (Self { tx }, task)
+        let (money, money_rx) = mpsc::channel(16_384);
+        let (bookkeeping, bookkeeping_rx) = mpsc::channel(16_384);
+        let task = tokio::spawn(run(store, keys, money_rx, bookkeeping_rx, outbox));
+        (Self { money, bookkeeping }, task)
+    }
+
+    fn lane(&self, op: &Op) -> &mpsc::Sender<Command> {
+        match op.lane() {
+            Lane::Money => &self.money,
+            Lane::Bookkeeping => &self.bookkeeping,
+        }
     }
 
     async fn call(&self, op: Op) -> Result<Done, WriteError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        self.lane(&op)
             .send(Command {
                 op,
                 reply: Some(reply),
@@ -125,9 +153,9 @@ impl Writer {
     }
 
     async fn cast(&self, op: Op) {
-        // Fire-and-forget writes (delivery bookkeeping) are safe to lose on shutdown: the
-        // outbox republishes anything not marked published.
-        let _ = self.tx.send(Command { op, reply: None }).await;
+        // Fire-and-forget writes (acks, plays, statuses from MQTT) are safe to lose on
+        // shutdown: the cabinet's QoS 1 redelivery or its next message repeats them.
+        let _ = self.lane(&op).send(Command { op, reply: None }).await;
     }
 
     /// Stores a verified event; returns once it is committed.
@@ -156,8 +184,9 @@ impl Writer {
         }
     }
 
-    pub async fn published(&self, ids: Vec<String>) {
-        self.cast(Op::Published(ids)).await;
+    /// Records pulses as handed to the broker; returns once that is committed.
+    pub async fn published(&self, ids: Vec<String>) -> Result<(), WriteError> {
+        self.call(Op::Published(ids)).await.map(|_| ())
     }
 
     pub async fn queue_ack(&self, machine_id: &str, pulse_id: &str) {
@@ -211,14 +240,45 @@ impl Writer {
     }
 }
 
+/// Waits for work and fills a batch, money lane first.
+async fn next_batch(
+    money: &mut mpsc::Receiver<Command>,
+    bookkeeping: &mut mpsc::Receiver<Command>,
+    batch: &mut Vec<Command>,
+) -> bool {
+    let got = tokio::select! {
+        biased;
+        n = money.recv_many(batch, MAX_BATCH) => n,
+        n = bookkeeping.recv_many(batch, MAX_BATCH) => n,
+    };
+    if got == 0 {
+        // One lane closed; drain the other before stopping.
+        return money.recv_many(batch, MAX_BATCH).await + bookkeeping.recv_many(batch, MAX_BATCH).await > 0;
+    }
+    while batch.len() < MAX_BATCH {
+        match money.try_recv() {
+            Ok(c) => batch.push(c),
+            Err(_) => break,
+        }
+    }
+    while batch.len() < MAX_BATCH {
+        match bookkeeping.try_recv() {
+            Ok(c) => batch.push(c),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
 async fn run(
     store: Store,
     keys: Keys,
-    mut rx: mpsc::Receiver<Command>,
-    outbox: mpsc::UnboundedSender<OutboxPulse>,
+    mut money: mpsc::Receiver<Command>,
+    mut bookkeeping: mpsc::Receiver<Command>,
+    outbox: mpsc::Sender<OutboxPulse>,
 ) {
     let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while next_batch(&mut money, &mut bookkeeping, &mut batch).await {
         let ops: Vec<&Op> = batch.iter().map(|c| &c.op).collect();
         let started = std::time::Instant::now();
         let committed = commit(&store, &keys, &ops).await;
@@ -243,7 +303,9 @@ async fn run(
         for (cmd, result) in batch.drain(..).zip(results) {
             let result = result.map(|(done, pulse)| {
                 if let Some(p) = pulse {
-                    let _ = outbox.send(p);
+                    // Never blocks the writer: a full queue leaves the pulse to the
+                    // dispatcher's sweep, which reads the outbox table.
+                    let _ = outbox.try_send(p);
                 }
                 done
             });

@@ -254,6 +254,14 @@ async fn print_credentials(settings: &Settings, machine_id: &str, secret: &str) 
     println!("  secret:    {secret}");
     println!("  receives:  {prefix}/{machine_id}/coinpulse");
     println!("  sends:     {prefix}/{machine_id}/gameover, …/ack, …/status");
+    if let Ok(master) = settings.master_key() {
+        let key = crate::payments::Keys::new(master).pulse_public_key_hex();
+        println!("  pulse key: {key}");
+        println!("             (the server's Ed25519 public key: verify each pulse's sig_ed25519 with it)");
+    }
     println!();
-    println!("Try it: coinpulse cabinet-sim --machine-id {machine_id} --secret {secret}");
+    // The secret goes into a file, never onto a command line where `ps` would show it.
+    println!("Try it (printf is a shell builtin, so the secret never appears in `ps`):");
+    println!("  (umask 077; printf '%s' '{secret}' > {machine_id}.secret)");
+    println!("  coinpulse cabinet-sim --machine-id {machine_id} --secret-file {machine_id}.secret");
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod cabinet;
 mod sim;
+mod tls;
 pub mod webhook_test;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +22,7 @@ Every setting can be given as a flag, an environment variable of the same name \
 Flags win over the environment, which wins over .env.",
     after_help = "Quick start:\n  coinpulse serve                      # SQLite file + embedded MQTT broker\n  \
 coinpulse cabinet add --machine-id cab-1 --name \"Street Fighter II\" --price 1.00 --currency usd\n  \
-coinpulse cabinet-sim --machine-id cab-1 --secret <secret from cabinet add>\n  \
+coinpulse cabinet-sim --machine-id cab-1 --secret-file cab-1.secret\n  \
 coinpulse webhook-test --machine-id cab-1 --amount 100"
 )]
 pub struct Cli {
@@ -40,6 +41,9 @@ pub enum Command {
     Cabinet(cabinet::CabinetCommand),
     /// Act as a cabinet: receive and verify pulses, ack them, report game over.
     CabinetSim(sim::SimArgs),
+    /// Certificates for the embedded broker's TLS listener.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// Send a correctly signed test checkout.session.completed to a running server.
     WebhookTest(webhook_test::WebhookTestArgs),
     /// Measure latency, throughput, memory and start-up against a local server; prints figures.
@@ -56,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cabinet(cmd) => cabinet::run(cmd, &settings).await,
         Command::CabinetSim(args) => sim::run(args, &settings).await,
+        Command::Tls(cmd) => tls::run(cmd),
         Command::WebhookTest(args) => webhook_test::run(args, &settings).await,
         Command::Bench(args) => bench::run(args).await,
     }

@@ -10,9 +10,22 @@ pub struct SimArgs {
     /// The cabinet's machine id (its MQTT username).
     #[arg(long)]
     machine_id: String,
-    /// The cabinet's MQTT secret, as printed by `cabinet add`.
-    #[arg(long, env = "CABINET_SECRET", hide_env_values = true)]
-    secret: String,
+    /// File holding the cabinet's MQTT secret, as printed by `cabinet add`. The secret can
+    /// also come from the CABINET_SECRET environment variable; never from a flag, which
+    /// anyone on the machine could read with `ps`.
+    #[arg(long, env = "CABINET_SECRET_FILE")]
+    secret_file: Option<std::path::PathBuf>,
+    /// The server's pulse public key (hex, from `cabinet add`, the API or /status). When
+    /// given, pulses are verified with Ed25519 rather than the secret-keyed HMAC.
+    #[arg(long, env = "PULSE_PUBLIC_KEY")]
+    public_key: Option<String>,
+    /// File remembering credited pulse ids across restarts, so a replayed pulse is refused
+    /// after a reboot too. Default: `<machine id>.pulses` in the current directory.
+    #[arg(long)]
+    state_file: Option<std::path::PathBuf>,
+    /// Refuse pulses whose timestamp is older than this many seconds (replays).
+    #[arg(long, default_value_t = 600)]
+    max_age_secs: u64,
     /// Broker URL. Default: MQTT_URL, else the embedded broker of the server running here.
     #[arg(long)]
     mqtt: Option<String>,
@@ -33,9 +46,31 @@ pub async fn run(args: SimArgs, settings: &Settings) -> anyhow::Result<()> {
         ),
     };
     println!("cabinet {} connecting to {broker} …", args.machine_id);
+    let secret = match (&args.secret_file, std::env::var("CABINET_SECRET")) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--secret-file {}: {e}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, Ok(s)) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => anyhow::bail!(
+            "the cabinet's secret is needed: --secret-file FILE or the CABINET_SECRET environment variable"
+        ),
+    };
+    let public_key = args
+        .public_key
+        .as_deref()
+        .map(crate::domain::parse_public_key)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
+    let state_file = args
+        .state_file
+        .unwrap_or_else(|| format!("{}.pulses", args.machine_id).into());
     let opts = SimOptions {
         machine_id: args.machine_id.clone(),
-        secret: args.secret,
+        secret,
+        public_key,
+        state_file: Some(state_file),
+        max_age: Some(std::time::Duration::from_secs(args.max_age_secs)),
         broker,
         ca_file: settings.mqtt_ca_file.clone(),
         topic_prefix: settings.mqtt_topic_prefix.clone(),

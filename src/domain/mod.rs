@@ -8,7 +8,9 @@ mod secrets;
 
 pub use bundles::{minimum_charge, offered_bundles, validate_bundles, Bundle, MAX_BUNDLES};
 pub use money::{credits_for_amount, parse_amount, Currency, Money};
-pub use pulse::{sign_pulse, verify_pulse, PulseMessage, PulseSource};
+pub use pulse::{
+    parse_public_key, sign_pulse, verify_pulse, verify_pulse_ed25519, PulseMessage, PulseSource,
+};
 pub use secrets::{
     derive_cabinet_secret, hash_cabinet_secret, random_token, verify_cabinet_secret,
 };

@@ -1,11 +1,16 @@
-//! The coin pulse message and its signature.
+//! The coin pulse message and its two signatures.
 //!
-//! Signing input: the compact JSON object with exactly these keys in this order, no
-//! whitespace: `{"id":…,"machineId":…,"credits":…,"timestamp":…,"source":…}`.
-//! The published payload is that object with `,"sig":"<64 hex chars>"` inserted before
-//! the closing brace. A cabinet can therefore verify either by cutting `,"sig":"…"` out of
-//! the raw payload, or by re-serialising the five fields in this order.
-//! `sig` = lower-case hex HMAC-SHA256(key = the cabinet's MQTT secret, message = input).
+//! Body: the compact JSON object with exactly these keys in this order, no whitespace:
+//! `{"id":…,"machineId":…,"credits":…,"timestamp":…,"source":…}`.
+//!
+//! Published payload: `{…body fields…,"sig_ed25519":"<128 hex>","sig":"<64 hex>"}`.
+//! - `sig_ed25519` = lower-case hex Ed25519 signature, by the server's pulse key, of the
+//!   body. A cabinet needs only the server's public key, which cannot sign: a password
+//!   sniffed on the arcade's Wi-Fi forges nothing. To verify, cut everything from
+//!   `,"sig_ed25519":"` to the end and append `}` (or re-serialise the five fields).
+//! - `sig` = lower-case hex HMAC-SHA256(key = the cabinet's MQTT secret) of the payload
+//!   with `,"sig":"…"` cut out, i.e. `{…body fields…,"sig_ed25519":"…"}`: cabinets that
+//!   verify by cutting `sig` out of the raw payload keep working unchanged.
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -39,17 +44,61 @@ pub struct PulseMessage {
 }
 
 const SIG_KEY: &str = ",\"sig\":\"";
+const ED25519_KEY: &str = ",\"sig_ed25519\":\"";
 
-/// Returns the payload to publish, signature included.
-pub fn sign_pulse(msg: &PulseMessage, cabinet_secret: &str) -> String {
-    let input = serde_json::to_string(msg).expect("pulse serialises");
-    let sig = hex::encode(hmac(cabinet_secret, input.as_bytes()));
-    let mut out = String::with_capacity(input.len() + SIG_KEY.len() + 66);
-    out.push_str(&input[..input.len() - 1]);
+/// Returns the payload to publish, both signatures included.
+pub fn sign_pulse(
+    msg: &PulseMessage,
+    cabinet_secret: &str,
+    pulse_key: &ed25519_dalek::SigningKey,
+) -> String {
+    use ed25519_dalek::Signer;
+    let body = serde_json::to_string(msg).expect("pulse serialises");
+    let ed = hex::encode(pulse_key.sign(body.as_bytes()).to_bytes());
+    let mut out = String::with_capacity(body.len() + ED25519_KEY.len() + SIG_KEY.len() + 200);
+    out.push_str(&body[..body.len() - 1]);
+    out.push_str(ED25519_KEY);
+    out.push_str(&ed);
+    out.push_str("\"}");
+    let sig = hex::encode(hmac(cabinet_secret, out.as_bytes()));
+    out.truncate(out.len() - 1);
     out.push_str(SIG_KEY);
     out.push_str(&sig);
     out.push_str("\"}");
     out
+}
+
+/// Checks a received payload's Ed25519 signature against the server's public key and
+/// parses it. This is what a cabinet should use: it needs no secret.
+pub fn verify_pulse_ed25519(
+    payload: &[u8],
+    public_key: &ed25519_dalek::VerifyingKey,
+) -> Result<PulseMessage, PulseVerifyError> {
+    let text =
+        std::str::from_utf8(payload).map_err(|e| PulseVerifyError::Malformed(e.to_string()))?;
+    let at = text.find(ED25519_KEY).ok_or(PulseVerifyError::Unsigned)?;
+    let rest = &text[at + ED25519_KEY.len()..];
+    let sig_hex = rest.get(..128).ok_or(PulseVerifyError::BadSignature)?;
+    let sig: [u8; 64] = hex::decode(sig_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(PulseVerifyError::BadSignature)?;
+    let mut body = String::with_capacity(at + 1);
+    body.push_str(&text[..at]);
+    body.push('}');
+    public_key
+        .verify_strict(body.as_bytes(), &ed25519_dalek::Signature::from_bytes(&sig))
+        .map_err(|_| PulseVerifyError::BadSignature)?;
+    serde_json::from_str(&body).map_err(|e| PulseVerifyError::Malformed(e.to_string()))
+}
+
+/// Parses a hex Ed25519 public key, as `cabinet add`, the API and `/status` show it.
+pub fn parse_public_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+    let bytes: [u8; 32] = hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("a pulse public key is 64 hex characters")?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not a public key: {e}"))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,6 +142,10 @@ fn hmac(key: &str, data: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
 
+    fn key() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+    }
+
     fn sample() -> PulseMessage {
         PulseMessage {
             id: "0190a0b0-0000-7000-8000-000000000001".into(),
@@ -105,7 +158,7 @@ mod tests {
 
     #[test]
     fn signed_payload_keeps_seed_fields_and_verifies() {
-        let payload = sign_pulse(&sample(), "s3cret");
+        let payload = sign_pulse(&sample(), "s3cret", &key());
         let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(v["machineId"], "cab-1");
         assert_eq!(v["credits"], 3);
@@ -118,16 +171,52 @@ mod tests {
     }
 
     #[test]
-    fn signing_input_is_documented_form() {
-        let payload = sign_pulse(&sample(), "k");
-        let input = r#"{"id":"0190a0b0-0000-7000-8000-000000000001","machineId":"cab-1","credits":3,"timestamp":"2024-07-01T12:00:00Z","source":"stripe"}"#;
-        let expected = hex::encode(hmac("k", input.as_bytes()));
-        assert!(payload.ends_with(&format!(",\"sig\":\"{expected}\"}}")));
+    fn signing_inputs_are_the_documented_forms() {
+        use ed25519_dalek::Verifier;
+        let payload = sign_pulse(&sample(), "k", &key());
+        let body = r#"{"id":"0190a0b0-0000-7000-8000-000000000001","machineId":"cab-1","credits":3,"timestamp":"2024-07-01T12:00:00Z","source":"stripe"}"#;
+        let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        let ed = hex::decode(v["sig_ed25519"].as_str().unwrap()).unwrap();
+        let sig = ed25519_dalek::Signature::from_slice(&ed).unwrap();
+        key()
+            .verifying_key()
+            .verify(body.as_bytes(), &sig)
+            .expect("Ed25519 over the body");
+        let hmac_input = format!(
+            "{},\"sig_ed25519\":\"{}\"}}",
+            &body[..body.len() - 1],
+            v["sig_ed25519"].as_str().unwrap()
+        );
+        let expected = hex::encode(hmac("k", hmac_input.as_bytes()));
+        assert_eq!(payload, format!("{},\"sig\":\"{expected}\"}}", &hmac_input[..hmac_input.len() - 1]));
+    }
+
+    #[test]
+    fn ed25519_verifies_with_the_public_key_only() {
+        let payload = sign_pulse(&sample(), "s3cret", &key());
+        let public = key().verifying_key();
+        assert_eq!(verify_pulse_ed25519(payload.as_bytes(), &public).unwrap(), sample());
+        let tampered = payload.replace("\"credits\":3", "\"credits\":9");
+        assert_eq!(
+            verify_pulse_ed25519(tampered.as_bytes(), &public),
+            Err(PulseVerifyError::BadSignature)
+        );
+        // Signed with the cabinet's secret alone (what a sniffed password allows): refused.
+        let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+        let forged = sign_pulse(&sample(), "s3cret", &other);
+        assert!(verify_pulse(forged.as_bytes(), "s3cret").is_ok());
+        assert_eq!(
+            verify_pulse_ed25519(forged.as_bytes(), &public),
+            Err(PulseVerifyError::BadSignature)
+        );
+        let parsed = parse_public_key(&hex::encode(public.as_bytes())).unwrap();
+        assert_eq!(parsed, public);
+        assert!(parse_public_key("abcd").is_err());
     }
 
     #[test]
     fn forged_or_tampered_pulse_is_rejected() {
-        let payload = sign_pulse(&sample(), "s3cret");
+        let payload = sign_pulse(&sample(), "s3cret", &key());
         assert_eq!(
             verify_pulse(payload.as_bytes(), "other"),
             Err(PulseVerifyError::BadSignature)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use paho_mqtt as paho;
 use tokio::sync::mpsc;
 
+use super::dispatcher::Signal;
 use super::MqttStats;
 
 /// Where and as whom to connect.
@@ -48,6 +49,8 @@ pub fn create_client(target: &Target) -> Result<paho::AsyncClient, paho::Error> 
         .client_id(&target.client_id)
         // The outbox table is our persistence; paho's own files would only duplicate it.
         .persistence(None)
+        // Above the dispatcher's in-flight bound, so a publish is never refused locally.
+        .max_buffered_messages(2 * super::dispatcher::MAX_INFLIGHT as i32)
         .create_client()?;
     // paho-mqtt's tokens each hold a clone of their client. If the last clone is dropped by
     // a token completing on paho's callback thread, MQTTAsync_destroy waits for the mutex
@@ -67,7 +70,10 @@ pub fn connect_options(
     b.keep_alive_interval(Duration::from_secs(20))
         .clean_session(clean_session)
         .connect_timeout(Duration::from_secs(5))
-        .automatic_reconnect(Duration::from_secs(1), Duration::from_secs(30));
+        .automatic_reconnect(Duration::from_secs(1), Duration::from_secs(30))
+        // The dispatcher bounds what is in flight (MAX_INFLIGHT); paho must not add a
+        // smaller window of its own that would park pulses until the next sweep.
+        .max_inflight(super::dispatcher::MAX_INFLIGHT as i32);
     if let Some(u) = &target.username {
         b.user_name(u);
     }
@@ -110,20 +116,13 @@ pub async fn connect_until_up(client: &paho::AsyncClient, opts: paho::ConnectOpt
     }
 }
 
-/// Events the dispatcher reacts to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signal {
-    Connected,
-    CabinetOnline(String),
-}
-
 /// Starts the server's connection in the background and returns its client at once, so the
 /// web server can accept payments while the broker is still unreachable.
 pub fn start(
     target: &Target,
     stats: Arc<MqttStats>,
-    inbound: mpsc::UnboundedSender<paho::Message>,
-    signals: mpsc::UnboundedSender<Signal>,
+    inbound: mpsc::Sender<paho::Message>,
+    signals: mpsc::Sender<Signal>,
 ) -> Result<paho::AsyncClient, paho::Error> {
     let client = create_client(target)?;
     let opts = connect_options(target, false, None)?;
@@ -131,7 +130,8 @@ pub fn start(
         // "connected" is reported by the dispatcher once the subscriptions are in place.
         client.set_connected_callback(move |c| {
             tracing::info!(broker = %c.server_uri(), "MQTT connected");
-            let _ = signals.send(Signal::Connected);
+            // paho's own thread, not a runtime worker: blocking here is backpressure.
+            let _ = signals.blocking_send(Signal::Connected);
         });
     }
     {
@@ -143,7 +143,8 @@ pub fn start(
     }
     client.set_message_callback(move |_, msg| {
         if let Some(msg) = msg {
-            let _ = inbound.send(msg);
+            // Backpressure: a flood of inbound messages slows paho's reader, not the heap.
+            let _ = inbound.blocking_send(msg);
         }
     });
     let bg = client.clone();

@@ -1,6 +1,17 @@
-//! The outbox dispatcher: publishes each pulse right after its commit, marks it published
-//! only on the broker's PUBACK, and republishes what is left after a (re)connect, a restart
-//! or a failed publish. Pulses are never merged: one message per pulse id.
+//! The outbox dispatcher: the one owner of each pulse's delivery state after its commit
+//! (queued → handed to the broker → acked). One message per pulse id, never merged.
+//!
+//! Rules, in the order they matter for money:
+//! - With the embedded broker a pulse is published only while its cabinet has a live
+//!   subscription, so the broker's PUBACK means a subscriber got it. Otherwise it waits in
+//!   the outbox and goes out the moment the cabinet subscribes (a broker event).
+//! - A pulse is "handed" once the broker acknowledged it; the mark is committed before the
+//!   pulse leaves the in-flight set, so the sweep cannot read a stale row and send it twice.
+//! - Cabinets that ack get every unacked pulse again on each new subscription (they dedupe
+//!   by id); seed cabinets, which never ack, are never sent a pulse that was handed.
+//! - With an external broker nobody tells us who is subscribed: pulses go out at once and
+//!   the cabinet's persistent session holds them; a live `online` from an acking cabinet
+//!   stands in for the subscription event.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -10,17 +21,38 @@ use std::time::Duration;
 use paho_mqtt as paho;
 use tokio::sync::mpsc;
 
-use super::connection::Signal;
+use super::broker::{BrokerEvent, Presence};
 use super::{MqttStats, Topics};
 use crate::domain::db_time;
 use crate::store::{OutboxPulse, Store};
 use crate::writer::Writer;
 
-/// How far back a reconnecting cabinet is sent pulses it never acknowledged. Older ones are
-/// left for the owner to look at rather than surprise the next player.
+/// How far back a resubscribing cabinet is sent pulses it never acknowledged. Older ones
+/// are left for the owner to look at rather than surprise the next player.
 const REDELIVER_WINDOW: chrono::Duration = chrono::Duration::hours(1);
-/// An unpublished pulse older than this is swept up even without a reconnect.
-const SWEEP_AGE: chrono::Duration = chrono::Duration::seconds(5);
+/// An unpublished pulse older than this is swept up even without an event.
+const SWEEP_AGE: chrono::Duration = chrono::Duration::seconds(1);
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Pulses handed to paho and not yet settled. Past this, fresh pulses stay in the outbox
+/// for the sweep: memory stays bounded and paho never refuses a publish.
+pub const MAX_INFLIGHT: usize = 8_192;
+
+/// Events the dispatcher reacts to besides fresh pulses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// The server's own connection is up (again).
+    Connected,
+    /// A live (not retained) `online` on a cabinet's status topic. With the embedded broker
+    /// the subscription event is used instead and this is ignored.
+    CabinetOnline(String),
+}
+
+enum Settle {
+    /// The broker answered a publish: Ok(id) on PUBACK, Err(id) on failure.
+    Answered(Result<String, String>),
+    /// These handed marks are committed.
+    Marked(Vec<String>),
+}
 
 pub struct Dispatcher {
     pub client: paho::AsyncClient,
@@ -28,51 +60,67 @@ pub struct Dispatcher {
     pub store: Store,
     pub writer: Writer,
     pub stats: Arc<MqttStats>,
+    /// The embedded broker's view of subscriptions; None with an external broker.
+    pub presence: Option<Presence>,
+}
+
+struct Flight {
+    ids: HashSet<String>,
+    settle: mpsc::Sender<Settle>,
 }
 
 impl Dispatcher {
     pub async fn run(
         self,
-        mut fresh: mpsc::UnboundedReceiver<OutboxPulse>,
-        mut signals: mpsc::UnboundedReceiver<Signal>,
+        mut fresh: mpsc::Receiver<OutboxPulse>,
+        mut signals: mpsc::Receiver<Signal>,
+        mut broker: mpsc::Receiver<BrokerEvent>,
     ) {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, bool)>();
-        let mut inflight: HashSet<String> = HashSet::new();
-        let mut sweep = tokio::time::interval(Duration::from_secs(2));
+        // Capacity above MAX_INFLIGHT: every publish sends one answer and at most one mark,
+        // so senders never wait on this channel.
+        let (settle_tx, mut settle_rx) = mpsc::channel::<Settle>(2 * MAX_INFLIGHT + 16);
+        let mut flight = Flight {
+            ids: HashSet::new(),
+            settle: settle_tx,
+        };
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
+                Some(s) = settle_rx.recv() => {
+                    let mut answered = Vec::new();
+                    self.settle(s, &mut flight, &mut answered);
+                    while let Ok(s) = settle_rx.try_recv() {
+                        self.settle(s, &mut flight, &mut answered);
+                    }
+                    if !answered.is_empty() {
+                        self.mark(answered, &flight);
+                    }
+                }
                 Some(p) = fresh.recv() => {
-                    self.publish(p, &mut inflight, &done_tx);
+                    self.publish(p, &mut flight).await;
                 }
-                Some((id, ok)) = done_rx.recv() => {
-                    let mut acked = Vec::new();
-                    let mut settle = |id: String, ok: bool| {
-                        inflight.remove(&id);
-                        if ok { acked.push(id) }
-                    };
-                    settle(id, ok);
-                    while let Ok((id, ok)) = done_rx.try_recv() {
-                        settle(id, ok);
+                Some(ev) = broker.recv() => match ev {
+                    BrokerEvent::Subscribed(machine_id) => {
+                        self.deliver_pending(&machine_id, &mut flight).await;
                     }
-                    if !acked.is_empty() {
-                        self.stats.published.fetch_add(acked.len() as u64, Ordering::Relaxed);
-                        self.writer.published(acked).await;
-                    }
-                }
+                },
                 Some(sig) = signals.recv() => match sig {
                     Signal::Connected => {
                         self.subscribe().await;
-                        self.republish(None, &mut inflight, &done_tx).await;
+                        self.sweep(None, &mut flight).await;
                     }
                     Signal::CabinetOnline(machine_id) => {
-                        self.redeliver(&machine_id, &mut inflight, &done_tx).await;
+                        if self.presence.is_none() {
+                            self.deliver_pending(&machine_id, &mut flight).await;
+                        }
                     }
                 },
                 _ = sweep.tick() => {
                     if self.stats.is_connected() {
                         let cutoff = db_time(chrono::Utc::now() - SWEEP_AGE);
-                        self.republish(Some(&cutoff), &mut inflight, &done_tx).await;
+                        self.sweep(Some(&cutoff), &mut flight).await;
                     }
                 }
                 else => break,
@@ -80,28 +128,70 @@ impl Dispatcher {
         }
     }
 
-    fn publish(
-        &self,
-        p: OutboxPulse,
-        inflight: &mut HashSet<String>,
-        done: &mpsc::UnboundedSender<(String, bool)>,
-    ) {
-        if !self.stats.is_connected() || !inflight.insert(p.id.clone()) {
-            // Offline: it stays in the outbox and goes out on reconnect.
+    fn settle(&self, s: Settle, flight: &mut Flight, answered: &mut Vec<String>) {
+        match s {
+            Settle::Answered(Ok(id)) => answered.push(id),
+            // Failed publishes leave the set at once: the sweep retries them.
+            Settle::Answered(Err(id)) => {
+                flight.ids.remove(&id);
+            }
+            Settle::Marked(ids) => {
+                for id in ids {
+                    flight.ids.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Commits the handed marks; the ids leave the in-flight set only once that commit is
+    /// done, so every later read of the outbox sees them as handed.
+    fn mark(&self, ids: Vec<String>, flight: &Flight) {
+        self.stats
+            .published
+            .fetch_add(ids.len() as u64, Ordering::Relaxed);
+        let writer = self.writer.clone();
+        let settle = flight.settle.clone();
+        tokio::spawn(async move {
+            loop {
+                match writer.published(ids.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        // Keep them in flight (not re-sent) until the mark sticks.
+                        tracing::warn!(error = %e, count = ids.len(), "could not record handed pulses; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            let _ = settle.send(Settle::Marked(ids)).await;
+        });
+    }
+
+    async fn publish(&self, p: OutboxPulse, flight: &mut Flight) {
+        if !self.stats.is_connected()
+            || flight.ids.len() >= MAX_INFLIGHT
+            || flight.ids.contains(&p.id)
+        {
+            // It stays in the outbox; a reconnect or the sweep sends it.
             return;
         }
+        if let Some(presence) = &self.presence {
+            if !presence.deliverable(&p.machine_id).await {
+                return;
+            }
+        }
+        flight.ids.insert(p.id.clone());
         let msg = paho::Message::new(self.topics.coinpulse(&p.machine_id), p.payload, paho::QOS_1);
         let token = self.client.publish(msg);
-        let done = done.clone();
+        let settle = flight.settle.clone();
         tokio::spawn(async move {
-            let ok = match token.await {
-                Ok(_) => true,
+            let answer = match token.await {
+                Ok(_) => Ok(p.id),
                 Err(e) => {
                     tracing::warn!(pulse_id = %p.id, machine_id = %p.machine_id, error = %e, "pulse publish failed; will retry");
-                    false
+                    Err(p.id)
                 }
             };
-            let _ = done.send((p.id, ok));
+            let _ = settle.send(Settle::Answered(answer)).await;
         });
     }
 
@@ -114,13 +204,8 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes every unpublished pulse (created before `before`, when given).
-    async fn republish(
-        &self,
-        before: Option<&str>,
-        inflight: &mut HashSet<String>,
-        done: &mpsc::UnboundedSender<(String, bool)>,
-    ) {
+    /// Publishes every pulse not yet handed (created before `before`, when given).
+    async fn sweep(&self, before: Option<&str>, flight: &mut Flight) {
         let mut cursor: Option<(String, String)> = None;
         let mut count = 0usize;
         loop {
@@ -136,50 +221,55 @@ impl Dispatcher {
             cursor = Some((last.created_at.clone(), last.id.clone()));
             let full = page.len() == 500;
             for p in page {
-                if before.is_some_and(|b| p.created_at.as_str() >= b) {
+                if before.is_some_and(|b| p.created_at.as_str() >= b) || flight.ids.contains(&p.id)
+                {
                     continue;
                 }
-                if !inflight.contains(&p.id) {
-                    count += 1;
-                    self.publish(p, inflight, done);
-                }
+                let before_len = flight.ids.len();
+                self.publish(p, flight).await;
+                count += flight.ids.len() - before_len;
             }
-            if !full {
+            if !full || flight.ids.len() >= MAX_INFLIGHT {
                 break;
             }
         }
         if count > 0 {
-            tracing::info!(count, "republished pulses from the outbox");
+            tracing::info!(count, "published pulses from the outbox");
         }
     }
 
-    /// A cabinet announced itself online: send what it never acknowledged. A PUBACK only
-    /// means the broker took the message; a broker that restarted, or a cabinet that crashed
-    /// before crediting, can still lose it. Only cabinets that speak coinpulse's protocol
-    /// announce their status, and those ignore pulse ids they have already seen, so this
-    /// never double-credits; seed cabinets, which do neither, are never sent repeats.
-    async fn redeliver(
-        &self,
-        machine_id: &str,
-        inflight: &mut HashSet<String>,
-        done: &mpsc::UnboundedSender<(String, bool)>,
-    ) {
+    /// The cabinet (re)subscribed: a cabinet that acks gets everything it never acked
+    /// (recent enough); a seed cabinet gets only what was never handed.
+    async fn deliver_pending(&self, machine_id: &str, flight: &mut Flight) {
+        let acks = match self.store.cabinet(machine_id).await {
+            Ok(Some(c)) => c.acks_pulses,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, machine_id, "could not read the cabinet");
+                return;
+            }
+        };
         let since = db_time(chrono::Utc::now() - REDELIVER_WINDOW);
-        match self.store.unacked_pulses(machine_id, &since).await {
+        let pending = if acks {
+            self.store.unacked_pulses(machine_id, &since).await
+        } else {
+            self.store.unhanded_pulses(machine_id).await
+        };
+        match pending {
             Ok(pulses) => {
+                let pulses: Vec<_> = pulses
+                    .into_iter()
+                    .filter(|p| !flight.ids.contains(&p.id))
+                    .collect();
                 if !pulses.is_empty() {
-                    tracing::info!(
-                        machine_id,
-                        count = pulses.len(),
-                        "redelivering unacknowledged pulses"
-                    );
+                    tracing::info!(machine_id, count = pulses.len(), acks, "delivering pending pulses");
                 }
                 for p in pulses {
-                    self.publish(p, inflight, done);
+                    self.publish(p, flight).await;
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, machine_id, "could not read unacknowledged pulses")
+                tracing::error!(error = %e, machine_id, "could not read pending pulses")
             }
         }
     }

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use paho_mqtt as paho;
 use tokio::sync::mpsc;
 
-use super::connection::Signal;
+use super::dispatcher::Signal;
 use super::{parse_gameover, parse_status, AckMessage, Inbound, MqttStats, Topics};
 use crate::writer::{PlayInput, Writer};
 
 pub async fn run(
-    mut rx: mpsc::UnboundedReceiver<paho::Message>,
+    mut rx: mpsc::Receiver<paho::Message>,
     topics: Topics,
     writer: Writer,
     stats: Arc<MqttStats>,
-    signals: mpsc::UnboundedSender<Signal>,
+    signals: mpsc::Sender<Signal>,
 ) {
     while let Some(msg) = rx.recv().await {
         stats.received.fetch_add(1, Ordering::Relaxed);
@@ -45,7 +45,7 @@ pub async fn run(
                     // A retained status is old news replayed on subscribe; only a live
                     // "online" means the cabinet has just (re)connected.
                     if online && !msg.retained() {
-                        let _ = signals.send(Signal::CabinetOnline(machine_id.to_string()));
+                        let _ = signals.send(Signal::CabinetOnline(machine_id.to_string())).await;
                     }
                 }
                 None => stats.reject(topic, "status must be online or offline"),

@@ -231,6 +231,21 @@ impl Store {
             .map_err(Into::into)
     }
 
+    /// A cabinet's pulses never handed to the broker, oldest first.
+    pub async fn unhanded_pulses(&self, machine_id: &str) -> Result<Vec<OutboxPulse>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, machine_id, payload, created_at FROM pulses WHERE machine_id = $1 \
+             AND published_at IS NULL ORDER BY created_at, id LIMIT 500",
+        )
+        .bind(machine_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(outbox_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
+    }
+
     pub async fn count_unpublished(&self) -> Result<i64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pulses WHERE published_at IS NULL")
             .fetch_one(&self.pool)

@@ -86,6 +86,7 @@ pub async fn create_cabinet(
             "broker": state.broker,
             "username": id,
             "secret": reg.secret,
+            "pulse_public_key": state.keys.pulse_public_key_hex(),
             "note": "The secret is shown only now. It is the cabinet's MQTT password and the key that signs its pulses.",
             "topics": {
                 "coinpulse": state.topics.coinpulse(&id),
@@ -112,7 +113,16 @@ pub async fn get_cabinet(
 ) -> Result<HttpResponse, ApiError> {
     let id = machine_id(&path)?;
     let cabinet = cabinet_or_404(&state, &id).await?;
-    Ok(HttpResponse::Ok().json(cabinet))
+    let mut body = serde_json::json!(cabinet);
+    // Live from the embedded broker; null when an external broker reports nothing.
+    let link = match &state.presence {
+        Some(p) => Some(p.link(id.as_str()).await),
+        None => None,
+    };
+    body["connected"] = serde_json::json!(link.as_ref().map(|l| l.connected));
+    body["subscribed"] = serde_json::json!(link.as_ref().map(|l| l.subscribed));
+    body["pulse_public_key"] = serde_json::json!(state.keys.pulse_public_key_hex());
+    Ok(HttpResponse::Ok().json(body))
 }
 
 pub async fn update_cabinet(

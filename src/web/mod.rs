@@ -32,6 +32,9 @@ pub struct AppState {
     pub broker: String,
     /// The embedded broker's port, when it runs.
     pub mqtt_port: Option<u16>,
+    pub mqtt_tls_port: Option<u16>,
+    /// The embedded broker's live view of cabinet connections; None with MQTT_URL.
+    pub presence: Option<crate::mqtt::broker::Presence>,
     pub stripe: crate::stripe::api::StripeApi,
 }
 

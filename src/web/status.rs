@@ -13,6 +13,19 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     } else {
         None
     };
+    // What the embedded broker sees right now, not what cabinets last announced.
+    let cabinets = match &state.presence {
+        Some(p) => {
+            let links: serde_json::Map<String, serde_json::Value> = p
+                .links()
+                .await
+                .into_iter()
+                .map(|(id, link)| (id, serde_json::json!(link)))
+                .collect();
+            serde_json::Value::Object(links)
+        }
+        None => serde_json::Value::Null,
+    };
     let body = serde_json::json!({
         "status": "up",
         "message": "API is running",
@@ -25,6 +38,10 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         "mqtt_received": state.stats.received.load(Ordering::Relaxed),
         "mqtt_rejected": state.stats.rejected.load(Ordering::Relaxed),
         "pulses_published": state.stats.published.load(Ordering::Relaxed),
+        "mqtt_refused": state.presence.as_ref().map(|p| p.refused()),
+        "mqtt_tls_port": state.mqtt_tls_port,
+        "pulse_public_key": state.keys.pulse_public_key_hex(),
+        "cabinets": cabinets,
     });
     if db_ok {
         HttpResponse::Ok().json(body)

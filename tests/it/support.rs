@@ -337,6 +337,9 @@ impl TestApp {
             play_seconds: None,
             ack,
             give_up_after: Some(Duration::from_secs(10)),
+            public_key: None,
+            state_file: None,
+            max_age: None,
         })
         .await
         .expect("cabinet connects");
