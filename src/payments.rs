@@ -273,23 +273,33 @@ pub struct Booking {
     pub review_reason: Option<String>,
 }
 
+/// The cabinet a session names. A Payment Link payment counts only the link's own
+/// metadata: anyone can append `?client_reference_id=` to a link's URL, so on a link it
+/// would let a player send a payment's credits to a cabinet of their choosing.
+pub fn claimed_machine(s: &CheckoutSession) -> Option<&String> {
+    let from_metadata = s.metadata.get("machine_id");
+    if s.payment_link.is_some() {
+        from_metadata
+    } else {
+        from_metadata.or(s.client_reference_id.as_ref())
+    }
+}
+
 /// Pure: which cabinet, how many credits, and whether a person must look at it.
 pub fn book(s: &CheckoutSession, cabinet: Option<&Cabinet>) -> Booking {
-    let raw_id = s
-        .metadata
-        .get("machine_id")
-        .cloned()
-        .or_else(|| s.client_reference_id.clone());
+    let raw_id = claimed_machine(s).cloned();
     let review = |machine_id: Option<String>, reason: String| Booking {
         machine_id,
         credits: 0,
         review_reason: Some(reason),
     };
     let Some(raw_id) = raw_id else {
-        return review(
-            None,
-            "no machine_id in metadata or client_reference_id".into(),
-        );
+        let why = if s.payment_link.is_some() {
+            "payment link without machine_id metadata (client_reference_id is not trusted on links)"
+        } else {
+            "no machine_id in metadata or client_reference_id"
+        };
+        return review(None, why.into());
     };
     if MachineId::parse(&raw_id).is_err() {
         return review(None, format!("invalid machine_id {raw_id:?}"));
@@ -402,11 +412,7 @@ async fn credit(
             book_stored(s, t, cabinet.as_ref())
         }
         None => {
-            let raw_id = s
-                .metadata
-                .get("machine_id")
-                .or(s.client_reference_id.as_ref());
-            let cabinet = match raw_id {
+            let cabinet = match claimed_machine(s) {
                 Some(id) if MachineId::parse(id).is_ok() => batch.cabinet(conn, id).await?,
                 _ => None,
             };
@@ -509,10 +515,7 @@ async fn record_pending(
             pulse: None,
         });
     }
-    let raw_id = s
-        .metadata
-        .get("machine_id")
-        .or(s.client_reference_id.as_ref());
+    let raw_id = claimed_machine(s);
     let payment_id = uuid::Uuid::now_v7().to_string();
     let row = NewPayment {
         id: &payment_id,
@@ -729,6 +732,19 @@ mod tests {
         let mut no_id = session(100, "usd");
         no_id.metadata.clear();
         assert!(reason(&no_id, None).contains("no machine_id"));
+    }
+
+    #[test]
+    fn payment_links_ignore_client_reference_id() {
+        let mut s = session(100, "usd");
+        s.metadata.clear();
+        s.client_reference_id = Some("cab-1".into());
+        s.payment_link = Some("plink_1".into());
+        let b = book(&s, Some(&cabinet(true)));
+        assert_eq!(b.credits, 0);
+        assert!(b.review_reason.unwrap().contains("payment link"));
+        s.metadata.insert("machine_id".into(), "cab-1".into());
+        assert_eq!(book(&s, Some(&cabinet(true))).credits, 1);
     }
 
     #[test]

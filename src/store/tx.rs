@@ -159,8 +159,11 @@ pub async fn record_refund(
     status: &str,
     at: &str,
 ) -> Result<(), sqlx::Error> {
+    // Refund events can arrive out of order: the refunded amount only ever grows, and a
+    // payment fully refunded never goes back to partially refunded.
     sqlx::query(
-        "UPDATE payments SET refunded_minor = $2, status = $3, updated_at = $4 WHERE id = $1",
+        "UPDATE payments SET refunded_minor = $2, status = $3, updated_at = $4 \
+         WHERE id = $1 AND (refunded_minor < $2 OR ($3 = 'refunded' AND status <> 'refunded'))",
     )
     .bind(id)
     .bind(refunded_minor)

@@ -80,7 +80,7 @@ async fn unpublished_pulse_is_delivered_after_a_restart() {
         first.post_webhook(&paid(&machine_id, 300, "usd")).await.1["outcome"],
         "credited"
     );
-    first.stop.stop().await;
+    first.stop.as_ref().expect("in-process app").stop().await;
 
     // Same database, now with the embedded broker.
     let second = spawn_embedded(&db).await;

@@ -5,8 +5,10 @@ mod fake_stripe;
 mod support;
 
 mod api;
+mod broker;
 mod browser;
 mod delivery;
 mod gameover;
 mod pay;
+mod restart;
 mod webhooks;

@@ -89,8 +89,11 @@ pub struct TestApp {
     /// tcp://… of the broker cabinets should use.
     pub broker: String,
     pub topic_prefix: String,
+    /// The server's own MQTT client id.
+    pub server_client_id: String,
     pub http: reqwest::Client,
-    pub stop: StopHandle,
+    /// Stops an in-process app; None for a server running as a child process.
+    pub stop: Option<StopHandle>,
 }
 
 pub struct AppOptions {
@@ -155,6 +158,7 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let http_port = free_port();
+    let server_client_id = unique("coinpulse-test");
     let mut args: Vec<String> = vec![
         "coinpulse".into(),
         format!("--bind=127.0.0.1:{http_port}"),
@@ -165,7 +169,7 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         format!("--secret-key={SECRET_KEY}"),
         format!("--mqtt-topic-prefix={prefix}"),
         format!("--mqtt-listen=127.0.0.1:{}", free_port()),
-        format!("--mqtt-client-id={}", unique("coinpulse-test")),
+        format!("--mqtt-client-id={server_client_id}"),
         format!(
             "--stripe-api-base={}",
             opts.stripe_api_base
@@ -206,8 +210,9 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         base,
         broker,
         topic_prefix: prefix,
+        server_client_id,
         http: reqwest::Client::new(),
-        stop,
+        stop: Some(stop),
     };
     test_app.wait_for_mqtt_if(opts.wait_connected).await;
     test_app

@@ -1,0 +1,253 @@
+//! Per-cabinet rights on the embedded broker, tried with real MQTT clients over TCP: what
+//! cabinet A's login may and may not do to cabinet B.
+
+use std::time::Duration;
+
+use coinpulse::cabinet_sim::SimEvent;
+use coinpulse::mqtt::connection::{connect_options, create_client, Target};
+use paho_mqtt as paho;
+use reqwest::Method;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::support::*;
+
+/// A bare MQTT client, logged in as whoever the test says.
+struct Raw {
+    client: paho::AsyncClient,
+    rx: mpsc::UnboundedReceiver<paho::Message>,
+}
+
+async fn login(app: &TestApp, user: &str, pass: &str, client_id: &str) -> Result<Raw, paho::Error> {
+    let target = Target {
+        uri: app.broker.clone(),
+        username: Some(user.into()),
+        password: Some(pass.into()),
+        ca_file: None,
+        client_id: client_id.into(),
+    };
+    let client = create_client(&target)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    client.set_message_callback(move |_, m| {
+        if let Some(m) = m {
+            let _ = tx.send(m);
+        }
+    });
+    let mut b = paho::ConnectOptionsBuilder::new();
+    b.user_name(user)
+        .password(pass)
+        .clean_session(true)
+        .connect_timeout(Duration::from_secs(5));
+    client.connect(b.finalize()).await?;
+    Ok(Raw { client, rx })
+}
+
+/// Whether the broker granted a subscription (SUBACK not 0x80).
+async fn granted(c: &paho::AsyncClient, filter: &str) -> bool {
+    match c.subscribe(filter, paho::QOS_1).await {
+        Ok(r) => !matches!(r.subscribe_response(), Some(q) if q >= 0x80),
+        Err(_) => false,
+    }
+}
+
+async fn publish(c: &paho::AsyncClient, topic: &str, payload: &str, retained: bool) {
+    let msg = if retained {
+        paho::Message::new_retained(topic, payload, paho::QOS_1)
+    } else {
+        paho::Message::new(topic, payload, paho::QOS_1)
+    };
+    // A refused publish may still be PUBACKed (MQTT 3.1.1 has no way to say no) or may
+    // drop the connection; either way nothing may come of it.
+    let _ = tokio::time::timeout(Duration::from_secs(2), c.publish(msg)).await;
+}
+
+#[tokio::test]
+async fn a_cabinet_login_cannot_touch_another_cabinet() {
+    let db = TestDb::new().await;
+    let app = spawn_embedded(&db).await;
+    let t = |id: &str, kind: &str| format!("{}/{id}/{kind}", app.topic_prefix);
+
+    let mut b = app.cabinet(100, "usd").await;
+    let a_id = unique("cab");
+    let a_secret = app.register(&a_id, 100, "usd").await;
+    let mut a = login(&app, &a_id, &a_secret, &format!("a-{a_id}")).await.expect("A logs in");
+
+    // Subscriptions: only A's own pulse topic.
+    assert!(!granted(&a.client, &t("+", "coinpulse")).await, "wildcard over all cabinets");
+    assert!(!granted(&a.client, &format!("{}/{}/#", app.topic_prefix, b.machine_id)).await);
+    assert!(!granted(&a.client, &t(&b.machine_id, "coinpulse")).await);
+    assert!(!granted(&a.client, &t(&b.machine_id, "ack")).await);
+    assert!(!granted(&a.client, "#").await);
+    assert!(!granted(&a.client, "$SYS/#").await);
+    assert!(granted(&a.client, &t(&a_id, "coinpulse")).await, "its own pulses");
+
+    // B is paid: B gets its pulse, A sees nothing of it or of B's ack.
+    let (code, _) = app.post_webhook(&paid(&b.machine_id, 100, "usd")).await;
+    assert_eq!(code, 200);
+    let pulse = b.expect_credit().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(m) = a.rx.try_recv() {
+        panic!("A received {} on {}", m.payload_str(), m.topic());
+    }
+
+    // Publishes on B's topics, each of which used to have an effect.
+    let plays_before = app.plays(&b.machine_id).await.len();
+    let gameover = json!({"machineId": b.machine_id, "status": "game_over",
+        "timestamp": "2024-07-01T12:30:00Z"}).to_string();
+    publish(&a.client, &t(&b.machine_id, "gameover"), &gameover, false).await;
+    let forged = json!({"id": "forged-1", "machineId": b.machine_id, "credits": 9,
+        "timestamp": "2024-07-01T12:30:00Z", "source": "stripe", "sig": "00"}).to_string();
+    publish(&a.client, &t(&b.machine_id, "coinpulse"), &forged, false).await;
+    publish(&a.client, &t(&b.machine_id, "status"), "offline", true).await;
+
+    // A second pulse for B, left unacked by a seed-like B, then A "acks" it.
+    b.sim.take().unwrap().disconnect().await;
+    let mut seed_b = app.connect_cabinet(&b.machine_id, &b.secret, false).await;
+    let (code, _) = app.post_webhook(&paid(&b.machine_id, 100, "usd")).await;
+    assert_eq!(code, 200);
+    let second = seed_b.expect_credit().await;
+    let ack = json!({"id": second.id}).to_string();
+    publish(&a.client, &t(&b.machine_id, "ack"), &ack, false).await;
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(app.plays(&b.machine_id).await.len(), plays_before, "no play logged for B");
+    match seed_b.next_event(1).await {
+        None => {}
+        Some(other) => panic!("B got something from A's publishes: {other:?}"),
+    }
+    let pulses = app.pulses(&b.machine_id).await;
+    let row = pulses.iter().find(|p| p["id"] == second.id).unwrap();
+    assert!(row["acked_at"].is_null(), "A's ack must not count for B: {row}");
+    assert!(pulses.iter().any(|p| p["id"] == pulse.id && !p["acked_at"].is_null()), "B's own ack counted");
+    let cab = app.get(&format!("/cabinets/{}", b.machine_id)).await;
+    assert_eq!(cab["online"], true, "A's retained offline must not take B offline: {cab}");
+    assert!(app.status().await["mqtt_refused"].as_u64().unwrap() >= 10);
+
+    // What A may do still works: its own game over is logged.
+    let own = json!({"machineId": a_id, "status": "game_over", "timestamp": "2024-07-01T12:31:00Z"}).to_string();
+    publish(&a.client, &t(&a_id, "gameover"), &own, false).await;
+    app.eventually("A's own game over is logged", || async { app.plays(&a_id).await.len() == 1 })
+        .await;
+}
+
+#[tokio::test]
+async fn client_ids_cannot_be_taken_over() {
+    let db = TestDb::new().await;
+    let app = spawn_embedded(&db).await;
+    let mut b = app.cabinet(100, "usd").await;
+    let a_id = unique("cab");
+    let a_secret = app.register(&a_id, 100, "usd").await;
+
+    // B's simulator connects as "cabinet-<id>": A may not take that id.
+    let stolen = login(&app, &a_id, &a_secret, &format!("cabinet-{}", b.machine_id)).await;
+    assert!(stolen.is_err(), "A took over B's client id");
+    // Nor the server's.
+    let server_id = app.status().await;
+    assert_eq!(server_id["mqtt"], "connected");
+    let as_server = login(&app, &a_id, &a_secret, &app.server_client_id).await;
+    assert!(as_server.is_err(), "a cabinet took the server's client id");
+
+    // B and the server are still connected: a payment still reaches B.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.status().await["mqtt"], "connected");
+    let (code, _) = app.post_webhook(&paid(&b.machine_id, 200, "usd")).await;
+    assert_eq!(code, 200);
+    assert_eq!(b.expect_credit().await.credits, 2);
+
+    // Wrong secrets and unknown users are refused too.
+    assert!(login(&app, &a_id, "wrong", "x1").await.is_err());
+    assert!(login(&app, "nobody", &a_secret, "x2").await.is_err());
+}
+
+#[tokio::test]
+async fn disabled_cabinets_are_refused_and_disconnected() {
+    let db = TestDb::new().await;
+    let app = spawn_embedded(&db).await;
+    let id = unique("cab");
+    let secret = app.register(&id, 100, "usd").await;
+    let raw = login(&app, &id, &secret, &format!("raw-{id}")).await.expect("logs in");
+    let cab = app.get(&format!("/cabinets/{id}")).await;
+    assert_eq!(cab["connected"], true, "{cab}");
+
+    let (code, body) = app
+        .api(Method::PATCH, &format!("/cabinets/{id}"), Some(json!({"enabled": false})))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    app.eventually("the disabled cabinet is disconnected", || async {
+        !raw.client.is_connected()
+    })
+    .await;
+    assert!(login(&app, &id, &secret, &format!("raw2-{id}")).await.is_err(), "disabled cabinet logged in");
+    let cab = app.get(&format!("/cabinets/{id}")).await;
+    assert_eq!(cab["connected"], false, "{cab}");
+}
+
+/// Verifies a payload the way docs/broker.md tells a cabinet to, in Python with the
+/// `cryptography` package: an implementation that shares no code with the server.
+const PY_VERIFY: &str = r#"
+import hashlib, hmac, json, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+payload, public_hex, secret = sys.stdin.read(), sys.argv[1], sys.argv[2]
+at = payload.index(',"sig_ed25519":"')
+body = payload[:at] + "}"
+sig = bytes.fromhex(payload[at + len(',"sig_ed25519":"'):][:128])
+Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex)).verify(sig, body.encode())
+cut = payload.rindex(',"sig":"')
+mac = hmac.new(secret.encode(), (payload[:cut] + "}").encode(), hashlib.sha256).hexdigest()
+assert mac == json.loads(payload)["sig"], "hmac"
+assert list(json.loads(body)) == ["id", "machineId", "credits", "timestamp", "source"]
+print("ok")
+"#;
+
+fn py_verify(payload: &str, public_hex: &str, secret: &str) -> bool {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PY_VERIFY, public_hex, secret])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().unwrap().write_all(payload.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if !out.status.success() {
+        eprintln!("python verifier: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok"
+}
+
+#[tokio::test]
+async fn status_shows_live_connections_and_pulses_verify_with_the_public_key() {
+    let db = TestDb::new().await;
+    let app = spawn_embedded(&db).await;
+    let mut c = app.cabinet(100, "usd").await;
+    let status = app.status().await;
+    let public_hex = status["pulse_public_key"].as_str().unwrap().to_owned();
+    assert_eq!(public_hex.len(), 64);
+    assert_eq!(status["cabinets"][&c.machine_id]["connected"], true, "{status}");
+    assert_eq!(status["cabinets"][&c.machine_id]["subscribed"], true, "{status}");
+
+    // A second login of the same cabinet sees the raw payload.
+    let mut raw = login(&app, &c.machine_id, &c.secret, &format!("raw-{}", c.machine_id)).await.unwrap();
+    assert!(granted(&raw.client, &format!("{}/{}/coinpulse", app.topic_prefix, c.machine_id)).await);
+    let (code, _) = app.post_webhook(&paid(&c.machine_id, 300, "usd")).await;
+    assert_eq!(code, 200);
+    let p = c.expect_credit().await;
+    let msg = tokio::time::timeout(Duration::from_secs(10), raw.rx.recv()).await.unwrap().unwrap();
+    let payload = msg.payload_str().to_string();
+    assert!(payload.contains(&p.id));
+
+    let key = coinpulse::domain::parse_public_key(&public_hex).unwrap();
+    assert_eq!(coinpulse::domain::verify_pulse_ed25519(payload.as_bytes(), &key).unwrap().credits, 3);
+    assert!(py_verify(&payload, &public_hex, &c.secret), "independent verifier accepts it");
+    let tampered = payload.replace("\"credits\":3", "\"credits\":30");
+    assert!(!py_verify(&tampered, &public_hex, &c.secret), "independent verifier refuses a tampered pulse");
+
+    c.sim.take().unwrap().disconnect().await;
+    let _ = raw.client.disconnect(None).await;
+    app.eventually("the broker reports the cabinet gone", || async {
+        app.status().await["cabinets"][&c.machine_id]["connected"] == false
+    })
+    .await;
+    assert!(matches!(c.next_event(0).await, None | Some(SimEvent::GameOverSent)));
+}

@@ -1,0 +1,293 @@
+//! Kill -9 tests: the real `coinpulse` binary as a child process on the default setup
+//! (SQLite + embedded broker), killed without warning and restarted on the same database.
+//! Nothing paid may be lost, and nothing may reach a cabinet twice.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coinpulse::cabinet_sim::SimEvent;
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A server process and everything needed to start it again the same way.
+struct Server {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    http_port: u16,
+    mqtt_port: u16,
+    prefix: String,
+}
+
+impl Server {
+    fn new() -> Self {
+        Self {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            http_port: free_port(),
+            mqtt_port: free_port(),
+            prefix: format!("k{}/arcade/machine", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        }
+    }
+
+    /// Starts the binary (secrets through the environment, never the command line) and
+    /// waits until it is connected to its broker.
+    async fn start(&mut self) -> TestApp {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+            .arg("serve")
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", self.dir.path().join("coinpulse.db").display().to_string())
+            .env("BIND", format!("127.0.0.1:{}", self.http_port))
+            .env("PUBLIC_URL", format!("http://127.0.0.1:{}", self.http_port))
+            .env("MQTT_LISTEN", format!("127.0.0.1:{}", self.mqtt_port))
+            .env("MQTT_TOPIC_PREFIX", &self.prefix)
+            .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("API_TOKEN", API_TOKEN)
+            .env("SECRET_KEY", SECRET_KEY)
+            .env("RUST_LOG", "coinpulse=debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("coinpulse binary starts");
+        self.child = Some(child);
+        let app = TestApp {
+            base: format!("http://127.0.0.1:{}", self.http_port),
+            broker: format!("tcp://127.0.0.1:{}", self.mqtt_port),
+            topic_prefix: self.prefix.clone(),
+            server_client_id: "coinpulse-server".into(),
+            http: reqwest::Client::new(),
+            stop: None,
+        };
+        for _ in 0..400 {
+            if let Ok(r) = app.http.get(format!("{}/status", app.base)).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    if v["mqtt"] == "connected" {
+                        return app;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server did not come up; log:\n{}", self.log());
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().unwrap();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Everything a cabinet reports within `quiet` of the last event: credited pulse ids and
+/// the count of repeats it saw (a repeat is a double credit on a seed cabinet).
+async fn drain(cab: &mut Cabinet, want: usize, within: Duration) -> (Vec<String>, usize) {
+    let mut credited = Vec::new();
+    let mut repeats = 0;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let wait = if credited.len() >= want {
+            // Everything is in: keep listening a little for anything extra.
+            Duration::from_millis(1500)
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        match tokio::time::timeout(wait, cab.events.recv()).await {
+            Ok(Some(SimEvent::Credit(p))) => credited.push(p.id),
+            Ok(Some(SimEvent::Duplicate(_))) => repeats += 1,
+            Ok(Some(other)) => panic!("{}: unexpected {other:?}", cab.machine_id),
+            Ok(None) | Err(_) => return (credited, repeats),
+        }
+    }
+}
+
+#[tokio::test]
+async fn pulses_paid_while_the_cabinet_was_away_survive_a_kill() {
+    let mut server = Server::new();
+    let app = server.start().await;
+    let acking = unique("cab");
+    let seed = unique("cab");
+    let acking_secret = app.register(&acking, 100, "usd").await;
+    let seed_secret = app.register(&seed, 100, "usd").await;
+
+    // The seed-like cabinet is connected and gets two pulses; then it goes away.
+    let mut seed_cab = app.connect_cabinet(&seed, &seed_secret, false).await;
+    for _ in 0..2 {
+        assert_eq!(app.post_webhook(&paid(&seed, 100, "usd")).await.0, 200);
+    }
+    let (first, repeats) = drain(&mut seed_cab, 2, Duration::from_secs(10)).await;
+    assert_eq!((first.len(), repeats), (2, 0));
+    seed_cab.sim.take().unwrap().disconnect().await;
+
+    // Payments while both cabinets are offline, all answered 200, then kill -9.
+    for _ in 0..5 {
+        assert_eq!(app.post_webhook(&paid(&acking, 100, "usd")).await.0, 200);
+        assert_eq!(app.post_webhook(&paid(&seed, 100, "usd")).await.0, 200);
+    }
+    server.kill9();
+    let app = server.start().await;
+
+    let mut acking_cab = app.connect_cabinet(&acking, &acking_secret, true).await;
+    let mut seed_cab = app.connect_cabinet(&seed, &seed_secret, false).await;
+    let (a, _) = drain(&mut acking_cab, 5, Duration::from_secs(15)).await;
+    let (s, s_repeats) = drain(&mut seed_cab, 5, Duration::from_secs(15)).await;
+    assert_eq!(a.len(), 5, "acking cabinet credits after restart; log:\n{}", server.log());
+    assert_eq!(s.len(), 5, "seed cabinet credits after restart; log:\n{}", server.log());
+    assert_eq!(s_repeats, 0, "a seed cabinet was sent a pulse twice");
+    assert!(s.iter().all(|id| !first.contains(id)), "an old pulse was sent again");
+    app.eventually("every pulse acked or handed", || async {
+        app.status().await["pulses_pending"] == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kill_while_delivering_loses_nothing() {
+    let mut server = Server::new();
+    let app = server.start().await;
+    let id = unique("cab");
+    let secret = app.register(&id, 100, "usd").await;
+    let mut cab = app.connect_cabinet(&id, &secret, true).await;
+
+    for _ in 0..10 {
+        assert_eq!(app.post_webhook(&paid(&id, 100, "usd")).await.0, 200);
+    }
+    // Kill as soon as the cabinet has seen two pulses.
+    let mut seen = HashSet::new();
+    while seen.len() < 2 {
+        if let Some(SimEvent::Credit(p)) = cab.next_event(10).await {
+            seen.insert(p.id);
+        }
+    }
+    server.kill9();
+    let _app = server.start().await;
+    let (rest, _) = drain(&mut cab, 10 - seen.len(), Duration::from_secs(20)).await;
+    seen.extend(rest);
+    assert_eq!(seen.len(), 10, "all ten paid pulses credited once; log:\n{}", server.log());
+}
+
+#[tokio::test]
+async fn two_hundred_payments_with_a_kill_mid_stream_are_each_credited_once() {
+    let mut server = Server::new();
+    let app = server.start().await;
+    let mut ids = Vec::new();
+    let mut cabs = Vec::new();
+    for i in 0..4 {
+        let id = unique("cab");
+        let secret = app.register(&id, 100, "usd").await;
+        // Two current cabinets (ack), two seed-like ones (never ack, never dedupe).
+        cabs.push(app.connect_cabinet(&id, &secret, i < 2).await);
+        ids.push(id);
+    }
+    let events: Vec<Value> = (0..200).map(|i| paid(&ids[i % 4], 100, "usd")).collect();
+
+    // Send with 8 in flight; kill the server once 80 have been answered.
+    let answered = Arc::new(std::sync::Mutex::new(HashSet::<usize>::new()));
+    let app = Arc::new(app);
+    let sem = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut tasks = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        if answered.lock().unwrap().len() >= 80 {
+            break;
+        }
+        let app = app.clone();
+        let answered = answered.clone();
+        let ev = ev.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let res = tokio::time::timeout(Duration::from_secs(5), async {
+                app.http
+                    .post(format!("{}/webhooks/stripe", app.base))
+                    .header("Stripe-Signature", coinpulse::stripe::webhook::sign(WEBHOOK_SECRET, chrono::Utc::now().timestamp(), ev.to_string().as_bytes()))
+                    .body(ev.to_string())
+                    .send()
+                    .await
+            })
+            .await;
+            if let Ok(Ok(r)) = res {
+                if r.status() == 200 {
+                    answered.lock().unwrap().insert(i);
+                }
+            }
+        }));
+    }
+    server.kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() >= 80 && answered.len() < 200);
+
+    // Stripe retries everything it did not get a 200 for.
+    let app = server.start().await;
+    for (i, ev) in events.iter().enumerate() {
+        if !answered.contains(&i) {
+            assert_eq!(app.post_webhook(ev).await.0, 200, "retry of webhook {i}");
+        }
+    }
+
+    let mut total = HashSet::new();
+    for (n, cab) in cabs.iter_mut().enumerate() {
+        let (credited, repeats) = drain(cab, 50, Duration::from_secs(30)).await;
+        let unique_ids: HashSet<_> = credited.iter().cloned().collect();
+        assert_eq!(unique_ids.len(), credited.len());
+        assert_eq!(credited.len(), 50, "cabinet {n} got {} of 50; log:\n{}", credited.len(), server.log());
+        if n >= 2 {
+            assert_eq!(repeats, 0, "seed-like cabinet {n} was sent a pulse twice");
+        }
+        total.extend(unique_ids);
+    }
+    assert_eq!(total.len(), 200);
+    let mut by_cabinet: HashMap<String, usize> = HashMap::new();
+    for id in &ids {
+        by_cabinet.insert(id.clone(), app.payments(id).await.len());
+    }
+    assert!(by_cabinet.values().all(|&n| n == 50), "{by_cabinet:?}");
+}
+
+#[tokio::test]
+async fn online_spam_from_another_login_redelivers_nothing() {
+    let mut server = Server::new();
+    let app = server.start().await;
+    let seed = unique("cab");
+    let seed_secret = app.register(&seed, 100, "usd").await;
+    let other = unique("cab");
+    let other_secret = app.register(&other, 100, "usd").await;
+    let mut seed_cab = app.connect_cabinet(&seed, &seed_secret, false).await;
+    for _ in 0..3 {
+        assert_eq!(app.post_webhook(&paid(&seed, 100, "usd")).await.0, 200);
+    }
+    let (got, _) = drain(&mut seed_cab, 3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3);
+
+    // Another cabinet's login shouts "online" for the seed cabinet, and for itself.
+    let spammer = app.connect_cabinet(&other, &other_secret, true).await;
+    let sim = spammer.sim.as_ref().unwrap();
+    for _ in 0..20 {
+        let _ = sim
+            .publish_raw(&format!("{}/{seed}/status", app.topic_prefix), b"online")
+            .await;
+    }
+    let (more, repeats) = drain(&mut seed_cab, 0, Duration::from_secs(2)).await;
+    assert_eq!((more.len(), repeats), (0, 0), "the seed cabinet was re-credited");
+}
