@@ -129,13 +129,17 @@ impl Application {
         let (writer, writer_task) = Writer::spawn(store.clone(), keys.clone(), outbox_tx);
         let mqtt = connection::start(&target, stats.clone(), inbound_tx, signal_tx.clone())
             .map_err(|e| anyhow::anyhow!("MQTT_URL: cannot use {}: {e}", target.uri))?;
+        let outlet = match &presence {
+            Some(p) => dispatcher::Outlet::Embedded(p.clone()),
+            None => dispatcher::Outlet::External(mqtt.clone()),
+        };
         let dispatcher = Dispatcher {
             client: mqtt.clone(),
+            outlet,
             topics: topics.clone(),
             store: store.clone(),
             writer: writer.clone(),
             stats: stats.clone(),
-            presence: presence.clone(),
         };
         let dispatcher_task = tokio::spawn(dispatcher.run(outbox_rx, signal_rx, broker_rx));
         let inbound_task = tokio::spawn(inbound::run(
@@ -158,6 +162,8 @@ impl Application {
             mqtt_port: broker_addr.map(|a| a.port()),
             mqtt_tls_port: broker_tls_addr.map(|a| a.port()),
             presence,
+            qr: crate::qr::QrCache::default(),
+            limits: Default::default(),
             stripe: crate::stripe::api::StripeApi::new(
                 &settings.stripe_api_base,
                 settings.stripe_secret_key.as_ref().map(|k| k.expose()),

@@ -81,6 +81,13 @@ fn price(p: i64) -> Result<i64, CabinetError> {
     Ok(p)
 }
 
+/// A price must be chargeable in its currency under Stripe's rules.
+fn check_price_in(price_minor: i64, currency: &str) -> Result<(), CabinetError> {
+    let c = Currency::parse(currency).map_err(|e| CabinetError::Invalid("currency", e))?;
+    c.check_amount(price_minor)
+        .map_err(|e| CabinetError::Invalid("price_minor", e))
+}
+
 fn currency(c: &str) -> Result<String, CabinetError> {
     Currency::parse(c)
         .map(|c| c.as_str().to_owned())
@@ -116,6 +123,7 @@ pub async fn register(
         secret_salt: salt,
         secret_hash: hash_cabinet_secret(&secret),
     };
+    check_price_in(new.price_minor, &new.currency)?;
     let cabinet = store.insert_cabinet(&new).await?;
     tracing::info!(machine_id = %cabinet.machine_id, price = cabinet.price_minor, currency = %cabinet.currency, "cabinet registered");
     Ok(Registered { cabinet, secret })
@@ -131,6 +139,8 @@ pub struct CabinetUpdate {
     pub price_minor: Option<i64>,
     pub currency: Option<String>,
     pub enabled: Option<bool>,
+    /// For brokers that report nothing about connections (see docs/broker.md).
+    pub always_available: Option<bool>,
 }
 
 pub async fn update(
@@ -157,9 +167,20 @@ pub async fn update(
         price_minor: u.price_minor.map(price).transpose()?,
         currency: u.currency.as_deref().map(currency).transpose()?,
         enabled: u.enabled,
+        always_available: u.always_available,
     };
     if patch.name.as_deref() == Some("") {
         return Err(CabinetError::Invalid("name", "must not be empty".into()));
+    }
+    if patch.price_minor.is_some() || patch.currency.is_some() {
+        let current = store
+            .cabinet(machine_id)
+            .await?
+            .ok_or_else(|| CabinetError::NotFound(machine_id.to_owned()))?;
+        check_price_in(
+            patch.price_minor.unwrap_or(current.price_minor),
+            patch.currency.as_deref().unwrap_or(&current.currency),
+        )?;
     }
     let cabinet = store
         .update_cabinet(machine_id, &patch)
@@ -177,8 +198,14 @@ pub async fn rotate_secret(
 ) -> Result<String, CabinetError> {
     let salt = random_token(16);
     let secret = keys.cabinet_secret(machine_id, &salt);
+    // Pulses still waiting are signed again, or a cabinet with its new secret would refuse
+    // them as forged.
+    let resign = |payload: &str| {
+        let msg: crate::domain::PulseMessage = serde_json::from_str(payload).ok()?;
+        Some(crate::domain::sign_pulse(&msg, &secret, keys.pulse_signing_key()))
+    };
     if !store
-        .set_cabinet_secret(machine_id, &salt, &hash_cabinet_secret(&secret))
+        .set_cabinet_secret(machine_id, &salt, &hash_cabinet_secret(&secret), resign)
         .await?
     {
         return Err(CabinetError::NotFound(machine_id.to_owned()));

@@ -670,6 +670,7 @@ fn new_pulse(
         machine_id: msg.machine_id,
         payload,
         created_at: now.to_owned(),
+        acks: cabinet.acks_pulses,
     }
 }
 
@@ -690,6 +691,7 @@ mod tests {
             online: true,
             last_seen_at: None,
             acks_pulses: false,
+            always_available: false,
             created_at: String::new(),
             updated_at: String::new(),
             secret_salt: "s".into(),

@@ -1,6 +1,10 @@
 //! QR codes for stickers: high error correction (survives scratches and dirt on a
 //! cabinet) and the standard 4-module quiet zone.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix_web::web::Bytes;
 use qrcode::{Color, EcLevel, QrCode};
 
 const QUIET: usize = 4;
@@ -44,6 +48,55 @@ pub fn png(data: &str, scale: usize) -> Result<Vec<u8>, String> {
             .map_err(|e| e.to_string())?;
     }
     Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Svg,
+    Png,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Svg => "image/svg+xml",
+            Self::Png => "image/png",
+        }
+    }
+}
+
+/// Rendered stickers, kept so a sheet of them costs one render per cabinet. Rendering runs
+/// on the blocking pool: a PNG takes milliseconds, which must not stall a web worker that
+/// is also answering Stripe.
+#[derive(Clone, Default)]
+pub struct QrCache {
+    images: Arc<Mutex<HashMap<(String, Format), Bytes>>>,
+}
+
+/// Distinct images kept; past it the cache starts over (stickers are few and re-rendered
+/// cheaply, so an LRU would buy nothing).
+const CACHE_MAX: usize = 512;
+
+impl QrCache {
+    pub async fn render(&self, data: String, format: Format) -> Result<Bytes, String> {
+        let key = (data, format);
+        if let Some(hit) = self.images.lock().expect("qr cache").get(&key) {
+            return Ok(hit.clone());
+        }
+        let data = key.0.clone();
+        let image: Bytes = tokio::task::spawn_blocking(move || match format {
+            Format::Svg => svg(&data).map(Bytes::from),
+            Format::Png => png(&data, 10).map(Bytes::from),
+        })
+        .await
+        .map_err(|e| format!("QR render task failed: {e}"))??;
+        let mut images = self.images.lock().expect("qr cache");
+        if images.len() >= CACHE_MAX {
+            images.clear();
+        }
+        images.insert(key, image.clone());
+        Ok(image)
+    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ enum Op {
         reason: String,
     },
     Published(Vec<String>),
+    Unpublished(Vec<String>),
     Acked {
         machine_id: String,
         pulse_id: String,
@@ -189,6 +190,11 @@ impl Writer {
         self.call(Op::Published(ids)).await.map(|_| ())
     }
 
+    /// Takes back handed marks of pulses that could not be sent after all.
+    pub async fn unpublished(&self, ids: Vec<String>) -> Result<(), WriteError> {
+        self.call(Op::Unpublished(ids)).await.map(|_| ())
+    }
+
     pub async fn queue_ack(&self, machine_id: &str, pulse_id: &str) {
         self.cast(Op::Acked {
             machine_id: machine_id.to_owned(),
@@ -246,15 +252,16 @@ async fn next_batch(
     bookkeeping: &mut mpsc::Receiver<Command>,
     batch: &mut Vec<Command>,
 ) -> bool {
-    let got = tokio::select! {
+    let first = tokio::select! {
         biased;
-        n = money.recv_many(batch, MAX_BATCH) => n,
-        n = bookkeeping.recv_many(batch, MAX_BATCH) => n,
+        c = money.recv() => c,
+        c = bookkeeping.recv() => c,
     };
-    if got == 0 {
-        // One lane closed; drain the other before stopping.
-        return money.recv_many(batch, MAX_BATCH).await + bookkeeping.recv_many(batch, MAX_BATCH).await > 0;
-    }
+    // Both lanes close together (one handle holds both senders).
+    let Some(first) = first else {
+        return false;
+    };
+    batch.push(first);
     while batch.len() < MAX_BATCH {
         match money.try_recv() {
             Ok(c) => batch.push(c),
@@ -410,6 +417,10 @@ async fn apply(
             Done::Flag(tx::set_cabinet_status(conn, machine_id, *online, &now_db()).await?),
             None,
         ),
+        Op::Unpublished(ids) => {
+            tx::unmark_published(conn, ids).await?;
+            (Done::Nothing, None)
+        }
         Op::Published(_) => unreachable!("handled in commit"),
     })
 }

@@ -59,6 +59,7 @@ pub fn validate_bundles(bundles: &[Bundle], currency: &Currency) -> Result<Vec<B
                 b.credits
             ));
         }
+        currency.check_amount(b.price_minor)?;
         if b.price_minor < min {
             return Err(format!(
                 "{} costs {}, below Stripe's minimum charge of {} for {}",

@@ -23,19 +23,43 @@ impl Currency {
         &self.0
     }
 
-    /// Digits after the decimal point. Stripe's zero-decimal currencies have none.
+    /// Digits after the decimal point in Stripe's minor units: none for its zero-decimal
+    /// currencies, three for its three-decimal ones, two for the rest (ISK included, which
+    /// Stripe keeps as two-decimal for compatibility).
     pub fn decimals(&self) -> u32 {
-        const ZERO_DECIMAL: &[&str] = &[
-            "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd",
-            "vuv", "xaf", "xof", "xpf",
-        ];
         if ZERO_DECIMAL.contains(&self.0.as_str()) {
             0
+        } else if THREE_DECIMAL.contains(&self.0.as_str()) {
+            3
         } else {
             2
         }
     }
+
+    /// Stripe's rules on amounts beyond the number of decimals: three-decimal currencies
+    /// must end in 0 (Stripe charges them in steps of 10 minor units), and ISK must be a
+    /// whole number of krónur (a multiple of 100).
+    pub fn check_amount(&self, minor: i64) -> Result<(), String> {
+        let code = self.0.to_ascii_uppercase();
+        match self.0.as_str() {
+            c if THREE_DECIMAL.contains(&c) && minor % 10 != 0 => Err(format!(
+                "{code} amounts must be a multiple of 10 minor units (Stripe charges {code} to two of its three decimals); got {minor}"
+            )),
+            "isk" if minor % 100 != 0 => Err(format!(
+                "ISK amounts must be whole krónur (a multiple of 100 in minor units); got {minor}"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
+
+/// Stripe's zero-decimal currencies (amounts are whole units).
+const ZERO_DECIMAL: &[&str] = &[
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+    "xaf", "xof", "xpf",
+];
+/// Stripe's three-decimal currencies.
+const THREE_DECIMAL: &[&str] = &["bhd", "jod", "kwd", "omr", "tnd"];
 
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,10 +79,12 @@ impl fmt::Display for Money {
         let code = self.currency.as_str().to_ascii_uppercase();
         match self.currency.decimals() {
             0 => write!(f, "{} {code}", self.minor),
-            _ => {
+            places => {
                 let sign = if self.minor < 0 { "-" } else { "" };
                 let abs = self.minor.unsigned_abs();
-                write!(f, "{sign}{}.{:02} {code}", abs / 100, abs % 100)
+                let unit = 10u64.pow(places);
+                let width = places as usize;
+                write!(f, "{sign}{}.{:0width$} {code}", abs / unit, abs % unit)
             }
         }
     }
@@ -109,6 +135,23 @@ pub fn credits_for_amount(amount_minor: i64, price_per_credit_minor: i64) -> i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn three_and_zero_decimal_currencies_follow_stripe() {
+        let kwd = Currency::parse("KWD").unwrap();
+        assert_eq!(kwd.decimals(), 3);
+        assert_eq!(Money { minor: 1250, currency: kwd.clone() }.to_string(), "1.250 KWD");
+        assert_eq!(parse_amount("1.25", &kwd), Ok(1250));
+        assert!(kwd.check_amount(1250).is_ok());
+        assert!(kwd.check_amount(1255).unwrap_err().contains("multiple of 10"));
+        let jpy = Currency::parse("jpy").unwrap();
+        assert_eq!(Money { minor: 100, currency: jpy.clone() }.to_string(), "100 JPY");
+        assert!(parse_amount("1.5", &jpy).is_err());
+        let isk = Currency::parse("isk").unwrap();
+        assert!(isk.check_amount(150).is_err());
+        assert!(isk.check_amount(10_000).is_ok());
+        assert_eq!(Money { minor: 150, currency: Currency::parse("usd").unwrap() }.to_string(), "1.50 USD");
+    }
 
     #[test]
     fn credits_round_down() {

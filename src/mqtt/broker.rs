@@ -29,6 +29,7 @@ use mqtt5::broker::events::{
 use mqtt5::broker::router::MessageRouter;
 use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
 use mqtt5::packet::connect::ConnectPacket;
+use mqtt5::packet::publish::PublishPacket;
 use mqtt5::protocol::v5::reason_codes::ReasonCode;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
@@ -253,6 +254,18 @@ impl Presence {
 
     pub async fn deliverable(&self, machine_id: &str) -> bool {
         self.link(machine_id).await.subscribed
+    }
+
+    /// Publishes in-process, QoS 1, to the subscribers of `topic`: no socket and no client
+    /// of our own between the outbox and the cabinet's connection. False when the broker
+    /// is not running.
+    pub async fn route(&self, topic: &str, payload: &str) -> bool {
+        let Some(router) = self.router() else {
+            return false;
+        };
+        let packet = PublishPacket::new(topic, payload.as_bytes().to_vec(), mqtt5::QoS::AtLeastOnce);
+        router.route_message(&packet, None).await;
+        true
     }
 
     /// Every cabinet that has logged in since the broker started, with its link now.

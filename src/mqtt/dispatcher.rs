@@ -2,13 +2,16 @@
 //! (queued → handed to the broker → acked). One message per pulse id, never merged.
 //!
 //! Rules, in the order they matter for money:
-//! - With the embedded broker a pulse is published only while its cabinet has a live
-//!   subscription, so the broker's PUBACK means a subscriber got it. Otherwise it waits in
-//!   the outbox and goes out the moment the cabinet subscribes (a broker event).
-//! - A pulse is "handed" once the broker acknowledged it; the mark is committed before the
-//!   pulse leaves the in-flight set, so the sweep cannot read a stale row and send it twice.
-//! - Cabinets that ack get every unacked pulse again on each new subscription (they dedupe
-//!   by id); seed cabinets, which never ack, are never sent a pulse that was handed.
+//! - With the embedded broker a pulse is routed in-process, and only while its cabinet has
+//!   a live subscription: handing it to the broker hands it to the cabinet's connection.
+//!   Otherwise it waits in the outbox and goes out the moment the cabinet subscribes.
+//! - The "handed" mark is committed before the pulse leaves the in-flight set, so the sweep
+//!   cannot read a stale row and send it twice.
+//! - Cabinets that ack are sent first and marked after (a crash in between means a repeat,
+//!   which they ignore by id), and get every unacked pulse again on each new subscription.
+//!   Seed cabinets, which never ack and never dedupe, are marked first and sent after: a
+//!   crash in between (microseconds with the embedded broker) can cost a pulse but can
+//!   never send one twice, and a handed pulse is never sent to them again.
 //! - With an external broker nobody tells us who is subscribed: pulses go out at once and
 //!   the cabinet's persistent session holds them; a live `online` from an acking cabinet
 //!   stands in for the subscription event.
@@ -48,20 +51,33 @@ pub enum Signal {
 }
 
 enum Settle {
-    /// The broker answered a publish: Ok(id) on PUBACK, Err(id) on failure.
+    /// The broker took a pulse for a cabinet that acks: Ok(id), or Err(id) on failure.
     Answered(Result<String, String>),
     /// These handed marks are committed.
     Marked(Vec<String>),
+    /// A seed cabinet's pulse is marked handed: send it now.
+    Premarked(OutboxPulse),
+    /// A seed cabinet's pulse left (Ok) or could not be sent and was unmarked (Err).
+    SeedDone(String),
+}
+
+/// Where pulses go.
+#[derive(Clone)]
+pub enum Outlet {
+    /// Straight into the embedded broker's router, which knows who is subscribed.
+    Embedded(Presence),
+    /// Through the server's MQTT connection to an external broker.
+    External(paho::AsyncClient),
 }
 
 pub struct Dispatcher {
+    /// The server's own MQTT connection: its subscriptions carry cabinets' messages in.
     pub client: paho::AsyncClient,
+    pub outlet: Outlet,
     pub topics: Topics,
     pub store: Store,
     pub writer: Writer,
     pub stats: Arc<MqttStats>,
-    /// The embedded broker's view of subscriptions; None with an external broker.
-    pub presence: Option<Presence>,
 }
 
 struct Flight {
@@ -103,7 +119,7 @@ impl Dispatcher {
                 }
                 Some(ev) = broker.recv() => match ev {
                     BrokerEvent::Subscribed(machine_id) => {
-                        self.deliver_pending(&machine_id, &mut flight).await;
+                        self.deliver_pending(&machine_id, false, &mut flight).await;
                     }
                 },
                 Some(sig) = signals.recv() => match sig {
@@ -112,8 +128,10 @@ impl Dispatcher {
                         self.sweep(None, &mut flight).await;
                     }
                     Signal::CabinetOnline(machine_id) => {
-                        if self.presence.is_none() {
-                            self.deliver_pending(&machine_id, &mut flight).await;
+                        // A live `online` is itself proof of a coinpulse cabinet; its
+                        // status write may not be committed yet, so say so here.
+                        if matches!(self.outlet, Outlet::External(_)) {
+                            self.deliver_pending(&machine_id, true, &mut flight).await;
                         }
                     }
                 },
@@ -132,7 +150,7 @@ impl Dispatcher {
         match s {
             Settle::Answered(Ok(id)) => answered.push(id),
             // Failed publishes leave the set at once: the sweep retries them.
-            Settle::Answered(Err(id)) => {
+            Settle::Answered(Err(id)) | Settle::SeedDone(id) => {
                 flight.ids.remove(&id);
             }
             Settle::Marked(ids) => {
@@ -140,6 +158,7 @@ impl Dispatcher {
                     flight.ids.remove(&id);
                 }
             }
+            Settle::Premarked(p) => self.send(p, flight),
         }
     }
 
@@ -166,6 +185,8 @@ impl Dispatcher {
         });
     }
 
+    /// Takes a pulse into flight if it can go now. Cabinets that ack are sent at once and
+    /// marked once the broker has it; seed cabinets are marked first (see the module doc).
     async fn publish(&self, p: OutboxPulse, flight: &mut Flight) {
         if !self.stats.is_connected()
             || flight.ids.len() >= MAX_INFLIGHT
@@ -174,24 +195,63 @@ impl Dispatcher {
             // It stays in the outbox; a reconnect or the sweep sends it.
             return;
         }
-        if let Some(presence) = &self.presence {
+        if let Outlet::Embedded(presence) = &self.outlet {
             if !presence.deliverable(&p.machine_id).await {
                 return;
             }
         }
         flight.ids.insert(p.id.clone());
-        let msg = paho::Message::new(self.topics.coinpulse(&p.machine_id), p.payload, paho::QOS_1);
-        let token = self.client.publish(msg);
+        if p.acks {
+            self.send(p, flight);
+            return;
+        }
+        let writer = self.writer.clone();
         let settle = flight.settle.clone();
         tokio::spawn(async move {
-            let answer = match token.await {
-                Ok(_) => Ok(p.id),
+            let next = match writer.published(vec![p.id.clone()]).await {
+                Ok(()) => Settle::Premarked(p),
                 Err(e) => {
-                    tracing::warn!(pulse_id = %p.id, machine_id = %p.machine_id, error = %e, "pulse publish failed; will retry");
-                    Err(p.id)
+                    tracing::warn!(pulse_id = %p.id, error = %e, "could not mark a pulse handed; will retry");
+                    Settle::SeedDone(p.id)
                 }
             };
-            let _ = settle.send(Settle::Answered(answer)).await;
+            let _ = settle.send(next).await;
+        });
+    }
+
+    /// Hands one pulse (already in flight) to the broker.
+    fn send(&self, p: OutboxPulse, flight: &Flight) {
+        let topic = self.topics.coinpulse(&p.machine_id);
+        let settle = flight.settle.clone();
+        let writer = self.writer.clone();
+        let outlet = self.outlet.clone();
+        tokio::spawn(async move {
+            let ok = match &outlet {
+                Outlet::Embedded(presence) => presence.route(&topic, &p.payload).await,
+                Outlet::External(client) => {
+                    let msg = paho::Message::new(topic, p.payload.as_bytes(), paho::QOS_1);
+                    match client.publish(msg).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::warn!(pulse_id = %p.id, machine_id = %p.machine_id, error = %e, "pulse publish failed; will retry");
+                            false
+                        }
+                    }
+                }
+            };
+            let next = match (p.acks, ok) {
+                (true, true) => Settle::Answered(Ok(p.id)),
+                (true, false) => Settle::Answered(Err(p.id)),
+                (false, true) => Settle::SeedDone(p.id),
+                (false, false) => {
+                    // Never sent: take the mark back so it goes out later.
+                    if let Err(e) = writer.unpublished(vec![p.id.clone()]).await {
+                        tracing::error!(pulse_id = %p.id, error = %e, "pulse was not sent and is still marked handed; resend it by hand");
+                    }
+                    Settle::SeedDone(p.id)
+                }
+            };
+            let _ = settle.send(next).await;
         });
     }
 
@@ -238,11 +298,12 @@ impl Dispatcher {
         }
     }
 
-    /// The cabinet (re)subscribed: a cabinet that acks gets everything it never acked
-    /// (recent enough); a seed cabinet gets only what was never handed.
-    async fn deliver_pending(&self, machine_id: &str, flight: &mut Flight) {
+    /// The cabinet (re)subscribed: a cabinet that speaks coinpulse's protocol gets
+    /// everything it never acked (recent enough); a seed cabinet gets only what was never
+    /// handed.
+    async fn deliver_pending(&self, machine_id: &str, speaks_protocol: bool, flight: &mut Flight) {
         let acks = match self.store.cabinet(machine_id).await {
-            Ok(Some(c)) => c.acks_pulses,
+            Ok(Some(c)) => c.acks_pulses || speaks_protocol,
             Ok(None) => return,
             Err(e) => {
                 tracing::error!(error = %e, machine_id, "could not read the cabinet");

@@ -19,6 +19,8 @@ pub struct Cabinet {
     pub online: bool,
     pub last_seen_at: Option<String>,
     pub acks_pulses: bool,
+    /// Take payments even when the broker cannot say whether the cabinet is connected.
+    pub always_available: bool,
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip)]
@@ -40,6 +42,7 @@ impl Cabinet {
             online: row.try_get::<i64, _>("online")? != 0,
             last_seen_at: row.try_get("last_seen_at")?,
             acks_pulses: row.try_get::<i64, _>("acks_pulses")? != 0,
+            always_available: row.try_get::<i64, _>("always_available")? != 0,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             secret_salt: row.try_get("secret_salt")?,
@@ -50,7 +53,7 @@ impl Cabinet {
 
 pub(super) const CABINET_COLUMNS: &str =
     "machine_id, name, game, location, price_minor, currency, \
-     enabled, online, last_seen_at, acks_pulses, created_at, updated_at, secret_salt, secret_hash";
+     enabled, online, last_seen_at, acks_pulses, always_available, created_at, updated_at, secret_salt, secret_hash";
 
 #[derive(Debug, Clone)]
 pub struct NewCabinet {
@@ -74,6 +77,7 @@ pub struct CabinetPatch {
     pub price_minor: Option<i64>,
     pub currency: Option<String>,
     pub enabled: Option<bool>,
+    pub always_available: Option<bool>,
 }
 
 impl Store {
@@ -140,8 +144,8 @@ impl Store {
         let result = sqlx::query(
             "UPDATE cabinets SET name = COALESCE($2, name), game = COALESCE($3, game), \
              location = COALESCE($4, location), price_minor = COALESCE($5, price_minor), \
-             currency = COALESCE($6, currency), enabled = COALESCE($7, enabled), updated_at = $8 \
-             WHERE machine_id = $1",
+             currency = COALESCE($6, currency), enabled = COALESCE($7, enabled), updated_at = $8, \
+             always_available = COALESCE($9, always_available) WHERE machine_id = $1",
         )
         .bind(machine_id)
         .bind(patch.name.as_deref())
@@ -151,6 +155,7 @@ impl Store {
         .bind(patch.currency.as_deref())
         .bind(patch.enabled.map(i64::from))
         .bind(now_db())
+        .bind(patch.always_available.map(i64::from))
         .execute(&self.pool)
         .await?;
         if result.rows_affected() == 0 {
@@ -159,12 +164,17 @@ impl Store {
         self.cabinet(machine_id).await
     }
 
+    /// Stores a new secret and, in the same transaction, replaces the payload of every
+    /// pulse the cabinet has not acked with `resign(old payload)`, so pulses still in the
+    /// outbox verify with the new secret. False when the cabinet does not exist.
     pub async fn set_cabinet_secret(
         &self,
         machine_id: &str,
         salt: &str,
         hash: &str,
+        resign: impl Fn(&str) -> Option<String>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE cabinets SET secret_salt = $2, secret_hash = $3, updated_at = $4 WHERE machine_id = $1",
         )
@@ -172,8 +182,27 @@ impl Store {
         .bind(salt)
         .bind(hash)
         .bind(now_db())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let pending: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, payload FROM pulses WHERE machine_id = $1 AND acked_at IS NULL",
+        )
+        .bind(machine_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, payload) in pending {
+            if let Some(new) = resign(&payload) {
+                sqlx::query("UPDATE pulses SET payload = $2 WHERE id = $1")
+                    .bind(&id)
+                    .bind(&new)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 }

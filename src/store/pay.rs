@@ -17,6 +17,9 @@ pub struct StoredSession {
     pub url: String,
     pub status: String,
     pub created_at: String,
+    /// Keyed hash of the pay page cookie that opened it.
+    #[serde(skip)]
+    pub buyer: Option<String>,
 }
 
 /// Where a checkout stands, for the player's thanks page.
@@ -78,8 +81,8 @@ impl Store {
     /// Stripe answered from its idempotency cache) is already stored and left as it is.
     pub async fn insert_checkout_session(&self, s: &StoredSession) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO checkout_sessions (id, machine_id, credits, amount_minor, currency, bundle_label, url, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO checkout_sessions (id, machine_id, credits, amount_minor, currency, bundle_label, url, status, created_at, buyer) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&s.id)
         .bind(&s.machine_id)
@@ -90,14 +93,43 @@ impl Store {
         .bind(&s.url)
         .bind(&s.status)
         .bind(&s.created_at)
+        .bind(s.buyer.as_deref())
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
+    /// A session this buyer opened for the same cabinet and bundle after `since` and has
+    /// not finished: coming back to the pay page leads there instead of to a new session.
+    pub async fn open_checkout_session(
+        &self,
+        buyer: &str,
+        machine_id: &str,
+        credits: i64,
+        amount_minor: i64,
+        since: &str,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM checkout_sessions WHERE buyer = $1 AND machine_id = $2 AND credits = $3 \
+             AND amount_minor = $4 AND status = 'open' AND created_at > $5 \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(buyer)
+        .bind(machine_id)
+        .bind(credits)
+        .bind(amount_minor)
+        .bind(since)
+        .fetch_optional(self.pool())
+        .await?;
+        match id {
+            Some(id) => self.checkout_session(&id).await,
+            None => Ok(None),
+        }
+    }
+
     pub async fn checkout_session(&self, id: &str) -> Result<Option<StoredSession>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, machine_id, credits, amount_minor, currency, bundle_label, url, status, created_at \
+            "SELECT id, machine_id, credits, amount_minor, currency, bundle_label, url, status, created_at, buyer \
              FROM checkout_sessions WHERE id = $1",
         )
         .bind(id)
@@ -114,6 +146,7 @@ impl Store {
                 url: r.try_get("url")?,
                 status: r.try_get("status")?,
                 created_at: r.try_get("created_at")?,
+                buyer: r.try_get("buyer")?,
             })
         })
         .transpose()

@@ -79,6 +79,8 @@ pub struct OutboxPulse {
     pub machine_id: String,
     pub payload: String,
     pub created_at: String,
+    /// The cabinet speaks coinpulse's protocol (acks, dedupes): a repeat is harmless to it.
+    pub acks: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,9 +197,11 @@ impl Store {
     ) -> Result<Vec<OutboxPulse>, StoreError> {
         let (after_created, after_id) = after.unwrap_or(("", ""));
         let rows = sqlx::query(
-            "SELECT id, machine_id, payload, created_at FROM pulses WHERE published_at IS NULL \
-             AND (created_at > $1 OR (created_at = $1 AND id > $2)) \
-             ORDER BY created_at, id LIMIT $3",
+            "SELECT p.id, p.machine_id, p.payload, p.created_at, c.acks_pulses \
+             FROM pulses p JOIN cabinets c ON c.machine_id = p.machine_id \
+             WHERE p.published_at IS NULL \
+             AND (p.created_at > $1 OR (p.created_at = $1 AND p.id > $2)) \
+             ORDER BY p.created_at, p.id LIMIT $3",
         )
         .bind(after_created)
         .bind(after_id)
@@ -218,8 +222,10 @@ impl Store {
         since: &str,
     ) -> Result<Vec<OutboxPulse>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, machine_id, payload, created_at FROM pulses WHERE machine_id = $1 \
-             AND acked_at IS NULL AND created_at >= $2 ORDER BY created_at, id LIMIT 100",
+            "SELECT p.id, p.machine_id, p.payload, p.created_at, c.acks_pulses \
+             FROM pulses p JOIN cabinets c ON c.machine_id = p.machine_id \
+             WHERE p.machine_id = $1 AND p.acked_at IS NULL AND p.created_at >= $2 \
+             ORDER BY p.created_at, p.id LIMIT 100",
         )
         .bind(machine_id)
         .bind(since)
@@ -234,8 +240,10 @@ impl Store {
     /// A cabinet's pulses never handed to the broker, oldest first.
     pub async fn unhanded_pulses(&self, machine_id: &str) -> Result<Vec<OutboxPulse>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, machine_id, payload, created_at FROM pulses WHERE machine_id = $1 \
-             AND published_at IS NULL ORDER BY created_at, id LIMIT 500",
+            "SELECT p.id, p.machine_id, p.payload, p.created_at, c.acks_pulses \
+             FROM pulses p JOIN cabinets c ON c.machine_id = p.machine_id \
+             WHERE p.machine_id = $1 AND p.published_at IS NULL \
+             ORDER BY p.created_at, p.id LIMIT 500",
         )
         .bind(machine_id)
         .fetch_all(&self.pool)
@@ -260,5 +268,6 @@ fn outbox_from_row(r: &AnyRow) -> Result<OutboxPulse, sqlx::Error> {
         machine_id: r.try_get("machine_id")?,
         payload: r.try_get("payload")?,
         created_at: r.try_get("created_at")?,
+        acks: r.try_get::<i64, _>("acks_pulses")? != 0,
     })
 }

@@ -190,6 +190,17 @@ pub async fn mark_published(conn: &mut Conn, ids: &[String], at: &str) -> Result
     Ok(())
 }
 
+/// Clears handed marks of pulses that were never sent (and never acked).
+pub async fn unmark_published(conn: &mut Conn, ids: &[String]) -> Result<(), sqlx::Error> {
+    for id in ids {
+        sqlx::query("UPDATE pulses SET published_at = NULL WHERE id = $1 AND acked_at IS NULL")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Records a cabinet's ack. Returns false for an unknown, foreign or repeated pulse id.
 pub async fn mark_acked(
     conn: &mut Conn,
@@ -253,7 +264,11 @@ pub async fn set_cabinet_status(
     online: bool,
     at: &str,
 ) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query("UPDATE cabinets SET online = $2, last_seen_at = $3 WHERE machine_id = $1")
+    // A cabinet that announces its status speaks coinpulse's protocol (seed cabinets never
+    // do): it dedupes pulse ids, so unacked pulses may be sent to it again.
+    let r = sqlx::query(
+        "UPDATE cabinets SET online = $2, last_seen_at = $3, acks_pulses = 1 WHERE machine_id = $1",
+    )
         .bind(machine_id)
         .bind(i64::from(online))
         .bind(at)

@@ -268,40 +268,42 @@ pub struct QrQuery {
     url: Option<String>,
 }
 
-/// The QR of the cabinet's pay page (or of a given payment link URL). Public: a sticker's
-/// content is no secret.
+/// The QR of the cabinet's pay page: public, a sticker's content is no secret. The QR of
+/// any other URL (`?url=`, e.g. a payment link) needs the API token, or anyone could have
+/// this server print convincing stickers pointing anywhere.
 pub async fn qr(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     q: web::Query<QrQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (raw, format) = path.into_inner();
     let id = machine_id(&raw)?;
-    if state.store.cabinet(id.as_str()).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no cabinet {:?}", id.as_str())));
-    }
+    let format = match format.as_str() {
+        "svg" => crate::qr::Format::Svg,
+        "png" => crate::qr::Format::Png,
+        _ => return Err(ApiError::NotFound("use qr.svg or qr.png".into())),
+    };
     let data = match &q.url {
-        Some(u) if (u.starts_with("https://") || u.starts_with("http://")) && u.len() <= 1000 => {
+        Some(u) => {
+            check_bearer(&req)?;
+            if !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 1000 {
+                return Err(ApiError::BadRequest(
+                    "url must be an http(s) URL of at most 1000 characters".into(),
+                ));
+            }
             u.clone()
-        }
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "url must be an http(s) URL of at most 1000 characters".into(),
-            ))
         }
         None => format!("{}/p/{}", state.settings.public_url, id),
     };
-    let mut res = HttpResponse::Ok();
-    res.insert_header(("Cache-Control", "public, max-age=300"));
-    match format.as_str() {
-        "svg" => Ok(res
-            .content_type("image/svg+xml")
-            .body(crate::qr::svg(&data).map_err(ApiError::Internal)?)),
-        "png" => Ok(res
-            .content_type("image/png")
-            .body(crate::qr::png(&data, 10).map_err(ApiError::Internal)?)),
-        _ => Err(ApiError::NotFound("use qr.svg or qr.png".into())),
+    if state.store.cabinet(id.as_str()).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no cabinet {:?}", id.as_str())));
     }
+    let image = state.qr.render(data, format).await.map_err(ApiError::Internal)?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .content_type(format.content_type())
+        .body(image))
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 mod api;
 mod gameover;
 mod home;
+mod limits;
 mod pay;
 mod status;
 mod webhooks;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// The embedded broker's live view of cabinet connections; None with MQTT_URL.
     pub presence: Option<crate::mqtt::broker::Presence>,
     pub stripe: crate::stripe::api::StripeApi,
+    pub qr: crate::qr::QrCache,
+    pub limits: Arc<limits::Limits>,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -82,22 +82,41 @@ fn money(minor: i64, currency: &str) -> String {
     }
 }
 
-/// Why a cabinet cannot take a payment now, in words for a player.
-fn unavailable(c: &Cabinet, offline_after_secs: u64) -> Option<&'static str> {
+const OFFLINE: &str = "This machine is offline, so it could not start your game. Please don't pay for it now; try another machine or ask a member of staff.";
+const NOT_SET_UP: &str = "This machine is not available for phone payments yet. Please ask a member of staff.";
+
+/// Why a cabinet cannot take a payment now, in words for a player. `connected` is the
+/// embedded broker's live view (None with an external broker, which reports nothing).
+pub fn unavailable(
+    c: &Cabinet,
+    connected: Option<bool>,
+    offline_after_secs: u64,
+) -> Option<&'static str> {
     if !c.enabled {
         return Some(
             "This machine is not taking payments right now. Please ask a member of staff.",
         );
     }
-    if c.online {
+    if c.always_available {
         return None;
     }
-    // A cabinet that has never reported its status (a seed cabinet) cannot be judged.
-    let last = c.last_seen_at.as_deref()?;
-    let last = chrono::DateTime::parse_from_rfc3339(last).ok()?;
-    let away = chrono::Utc::now().signed_duration_since(last);
-    (away.num_seconds() > offline_after_secs as i64)
-        .then_some("This machine is offline, so it could not start your game. Please don't pay for it now; try another machine or ask a member of staff.")
+    match connected {
+        // Seed cabinets too: a live connection is the best evidence there is.
+        Some(true) => None,
+        Some(false) => Some(OFFLINE),
+        None => {
+            if c.online {
+                return None;
+            }
+            // Never heard from since registration: nothing says it can start a game.
+            let Some(last) = c.last_seen_at.as_deref() else {
+                return Some(NOT_SET_UP);
+            };
+            let last = chrono::DateTime::parse_from_rfc3339(last).ok()?;
+            let away = chrono::Utc::now().signed_duration_since(last);
+            (away.num_seconds() > offline_after_secs as i64).then_some(OFFLINE)
+        }
+    }
 }
 
 struct Loaded {
@@ -130,7 +149,11 @@ async fn load(state: &AppState, raw: &str) -> Result<Loaded, HttpResponse> {
             ));
         }
     };
-    if let Some(why) = unavailable(&cabinet, state.settings.offline_after) {
+    let connected = match &state.presence {
+        Some(p) => Some(p.link(&cabinet.machine_id).await.connected),
+        None => None,
+    };
+    if let Some(why) = unavailable(&cabinet, connected, state.settings.offline_after) {
         return Err(message(
             actix_web::http::StatusCode::OK,
             &format!("{} is unavailable", cabinet.name),
@@ -166,8 +189,31 @@ fn detail(b: &Bundle, currency: &str) -> String {
         .join(" · ")
 }
 
-fn csrf_for(state: &AppState, cookie: &str) -> String {
-    state.keys.mac("pay-csrf", cookie)
+/// How long a pay page's form stays valid.
+const FORM_LIFETIME_SECS: i64 = 3600;
+
+/// The form's token binds the page cookie, the cabinet and the server-issued nonce, so
+/// neither the nonce (which becomes Stripe's idempotency key) nor the cabinet can be chosen
+/// by the client.
+fn csrf_for(state: &AppState, cookie: &str, machine_id: &str, nonce: &str) -> String {
+    state
+        .keys
+        .mac("pay-csrf", &format!("{cookie}|{machine_id}|{nonce}"))
+}
+
+/// A fresh nonce: random, with the time it was issued.
+fn new_nonce() -> String {
+    format!("{}.{}", random_token(12), chrono::Utc::now().timestamp())
+}
+
+fn nonce_is_fresh(nonce: &str) -> bool {
+    nonce
+        .rsplit_once('.')
+        .and_then(|(_, t)| t.parse::<i64>().ok())
+        .is_some_and(|t| {
+            let age = chrono::Utc::now().timestamp() - t;
+            (-60..=FORM_LIFETIME_SECS).contains(&age)
+        })
 }
 
 pub async fn page(
@@ -184,6 +230,7 @@ pub async fn page(
         .map(|c| c.value().to_owned())
         .filter(|v| v.len() == 32)
         .unwrap_or_else(|| random_token(16));
+    let nonce = new_nonce();
     let views = bundles
         .iter()
         .enumerate()
@@ -200,8 +247,8 @@ pub async fn page(
         game: cabinet.game.clone(),
         location: cabinet.location.clone(),
         bundles: views,
-        csrf: csrf_for(&state, &cookie_value),
-        nonce: random_token(12),
+        csrf: csrf_for(&state, &cookie_value, &cabinet.machine_id, &nonce),
+        nonce,
     };
     let mut res = html(actix_web::http::StatusCode::OK, render(&page));
     let cookie = Cookie::build(CSRF_COOKIE, cookie_value)
@@ -229,17 +276,15 @@ pub async fn checkout(
     form: web::Form<CheckoutForm>,
 ) -> HttpResponse {
     let back = format!("/p/{}", path.as_str());
-    let cookie_ok = req
-        .cookie(CSRF_COOKIE)
-        .map(|c| {
-            bool::from(
-                csrf_for(&state, c.value())
-                    .as_bytes()
-                    .ct_eq(form.csrf.as_bytes()),
-            )
-        })
-        .unwrap_or(false);
-    if !cookie_ok {
+    let cookie = req.cookie(CSRF_COOKIE).map(|c| c.value().to_owned());
+    let cookie_ok = cookie.as_deref().is_some_and(|c| {
+        bool::from(
+            csrf_for(&state, c, path.as_str(), &form.nonce)
+                .as_bytes()
+                .ct_eq(form.csrf.as_bytes()),
+        ) && nonce_is_fresh(&form.nonce)
+    });
+    let Some(cookie) = cookie.filter(|_| cookie_ok) else {
         tracing::warn!(machine_id = %path.as_str(), "checkout refused: missing or bad CSRF token");
         return message(
             actix_web::http::StatusCode::FORBIDDEN,
@@ -247,6 +292,20 @@ pub async fn checkout(
             "This page expired. Go back to the machine's page and choose again.",
             Some(back),
         );
+    };
+    if let Err(wait) = state.limits.checkout(req.peer_addr().map(|a| a.ip()), &cookie) {
+        tracing::warn!(machine_id = %path.as_str(), peer = ?req.peer_addr(), "checkout rate-limited");
+        let secs = wait.as_secs().max(1);
+        let mut res = message(
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            &format!("Too many payment attempts from this phone. Please wait {secs} seconds and try again."),
+            Some(back),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
     }
     let Loaded { cabinet, bundles } = match load(&state, &path).await {
         Ok(l) => l,
@@ -260,6 +319,24 @@ pub async fn checkout(
             Some(back),
         );
     };
+    // Coming back to the same bundle (the back button, a second tap from a new page) leads
+    // to the session already open rather than to a second one.
+    let buyer = state.keys.mac("pay-buyer", &cookie);
+    let recent = crate::domain::db_time(chrono::Utc::now() - chrono::Duration::hours(23));
+    match state
+        .store
+        .open_checkout_session(&buyer, &cabinet.machine_id, bundle.credits, bundle.price_minor, &recent)
+        .await
+    {
+        Ok(Some(open)) => {
+            tracing::info!(machine_id = %cabinet.machine_id, session = %open.id, "checkout reuses the open session");
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, open.url))
+                .finish();
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not look for an open checkout session"),
+    }
     let title = bundle.title();
     let product_name = if cabinet.game.is_empty() {
         format!("{title} — {}", cabinet.name)
@@ -309,6 +386,7 @@ pub async fn checkout(
         url: url.clone(),
         status: "open".into(),
         created_at: now_db(),
+        buyer: Some(buyer),
     };
     if let Err(e) = state.store.insert_checkout_session(&stored).await {
         // Without the stored session the webhook could not be checked: don't send the
@@ -475,4 +553,50 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cabinet() -> Cabinet {
+        Cabinet {
+            machine_id: "cab-1".into(),
+            name: "Cab".into(),
+            game: String::new(),
+            location: String::new(),
+            price_minor: 100,
+            currency: "usd".into(),
+            enabled: true,
+            online: false,
+            last_seen_at: None,
+            acks_pulses: false,
+            always_available: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+            secret_salt: String::new(),
+            secret_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn availability_follows_the_brokers_view() {
+        let c = cabinet();
+        // Embedded broker: connected now, seed cabinet or not.
+        assert_eq!(unavailable(&c, Some(true), 120), None);
+        assert_eq!(unavailable(&c, Some(false), 120), Some(OFFLINE));
+        // External broker, never heard from since registration.
+        assert_eq!(unavailable(&c, None, 120), Some(NOT_SET_UP));
+        let mut always = cabinet();
+        always.always_available = true;
+        assert_eq!(unavailable(&always, None, 120), None);
+        assert_eq!(unavailable(&always, Some(false), 120), None);
+        let mut recent = cabinet();
+        recent.last_seen_at = Some(crate::domain::now_db());
+        assert_eq!(unavailable(&recent, None, 120), None);
+        let mut disabled = cabinet();
+        disabled.enabled = false;
+        disabled.always_available = true;
+        assert!(unavailable(&disabled, Some(true), 120).unwrap().contains("not taking"));
+    }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use coinpulse::cabinet_sim::SimEvent;
-use coinpulse::mqtt::connection::{connect_options, create_client, Target};
+use coinpulse::mqtt::connection::{create_client, Target};
 use paho_mqtt as paho;
 use reqwest::Method;
 use serde_json::json;

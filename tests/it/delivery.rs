@@ -42,12 +42,19 @@ async fn pulse_waits_for_an_unreachable_broker_and_arrives_once() {
 
     // The broker comes up (the same embedded broker coinpulse runs, started by the test).
     let store = Store::connect(&db.url).await.unwrap();
-    coinpulse::mqtt::broker::start(
-        Some(format!("127.0.0.1:{port}").parse().unwrap()),
+    let (events, _events_rx) = tokio::sync::mpsc::channel(64);
+    let _broker = coinpulse::mqtt::broker::start(
+        coinpulse::mqtt::broker::BrokerOptions {
+            listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
+            tls: None,
+            topics: coinpulse::mqtt::Topics::new(&app.topic_prefix),
+            internal_password: internal_password(),
+            server_client_id: "coinpulse-server".into(),
+        },
         store,
-        internal_password(),
-        tokio::runtime::Handle::current(),
+        events,
     )
+    .await
     .unwrap();
     let mut cab = app.connect_cabinet(&machine_id, &secret, true).await;
     assert_eq!(cab.expect_credit().await.credits, 2);
