@@ -126,7 +126,11 @@ impl Application {
         let broker_tls_addr = embedded.as_ref().and_then(|b| b.tls_addr);
         let presence = embedded.as_ref().map(|b| b.presence.clone());
 
-        let (writer, writer_task) = Writer::spawn(store.clone(), keys.clone(), outbox_tx);
+        let relay = presence.clone().map(|presence| crate::writer::Relay {
+            presence,
+            topics: topics.clone(),
+        });
+        let (writer, writer_task) = Writer::spawn(store.clone(), keys.clone(), relay, outbox_tx);
         let mqtt = connection::start(&target, stats.clone(), inbound_tx, signal_tx.clone())
             .map_err(|e| anyhow::anyhow!("MQTT_URL: cannot use {}: {e}", target.uri))?;
         let outlet = match &presence {

@@ -28,7 +28,7 @@ pub struct SimOptions {
     pub topic_prefix: String,
     /// Report game over this long after each credit.
     pub play_seconds: Option<u64>,
-    /// Seed cabinets never ack; turn off to behave like one.
+    /// Seed cabinets never ack and never announce their status; turn off to behave like one.
     pub ack: bool,
     /// Keep retrying an unreachable broker this long (None: forever). A refused login is
     /// final at once.
@@ -114,6 +114,7 @@ pub struct SimCabinet {
     client: paho::AsyncClient,
     topics: Topics,
     machine_id: String,
+    announces: bool,
 }
 
 impl SimCabinet {
@@ -130,9 +131,11 @@ impl SimCabinet {
             client_id: format!("cabinet-{}", opts.machine_id),
         };
         let client = create_client(&target)?;
-        let will =
-            paho::Message::new_retained(topics.status(&opts.machine_id), "offline", paho::QOS_1);
-        let conn_opts = connect_options(&target, false, Some(will))?;
+        // A seed cabinet (ack off) announces nothing: no last will, no status.
+        let will = opts.ack.then(|| {
+            paho::Message::new_retained(topics.status(&opts.machine_id), "offline", paho::QOS_1)
+        });
+        let conn_opts = connect_options(&target, false, will)?;
 
         let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<paho::Message>();
         client.set_message_callback(move |_, msg| {
@@ -143,16 +146,19 @@ impl SimCabinet {
         {
             let topics = topics.clone();
             let id = opts.machine_id.clone();
+            let announce = opts.ack;
             // On every (re)connect: subscribe, then announce ourselves. The broker handles
             // one client's packets in order, so by the time the server hears "online" (and
             // redelivers what we missed) our subscription is in place.
             client.set_connected_callback(move |c| {
                 c.subscribe(topics.coinpulse(&id), paho::QOS_1);
-                c.publish(paho::Message::new_retained(
-                    topics.status(&id),
-                    "online",
-                    paho::QOS_1,
-                ));
+                if announce {
+                    c.publish(paho::Message::new_retained(
+                        topics.status(&id),
+                        "online",
+                        paho::QOS_1,
+                    ));
+                }
             });
         }
         let started = std::time::Instant::now();
@@ -178,6 +184,7 @@ impl SimCabinet {
             }
         }
 
+        let ack_mode = opts.ack;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let seen = Arc::new(Mutex::new(
             Seen::open(opts.state_file.as_deref()).map_err(|e| {
@@ -232,6 +239,7 @@ impl SimCabinet {
                 client,
                 topics,
                 machine_id: target.username.unwrap_or_default(),
+                announces: ack_mode,
             },
             events_rx,
         ))
@@ -252,8 +260,12 @@ impl SimCabinet {
         &self.topics
     }
 
-    /// A clean goodbye: status offline (retained), then disconnect.
+    /// A clean goodbye: status offline (retained, unless a seed cabinet), then disconnect.
     pub async fn disconnect(self) {
+        if !self.announces {
+            let _ = self.client.disconnect(None).await;
+            return;
+        }
         let _ = self
             .client
             .publish(paho::Message::new_retained(

@@ -162,6 +162,13 @@ impl Batch {
     }
 
     /// Writes the rows deferred during the batch; call before committing.
+    /// Records a pulse of this batch as handed to the broker when it is inserted.
+    pub fn mark_handed(&mut self, pulse_id: &str, at: &str) {
+        if let Some(row) = self.pulses.iter_mut().find(|r| r.id == pulse_id) {
+            row.published_at = Some(at.to_owned());
+        }
+    }
+
     pub async fn flush(&mut self, conn: &mut Conn) -> Result<(), sqlx::Error> {
         tx::insert_events(conn, &self.events).await?;
         tx::insert_pulses(conn, &self.pulses).await?;
@@ -664,6 +671,7 @@ fn new_pulse(
         reason: reason.map(str::to_owned),
         payload: payload.clone(),
         created_at: now.to_owned(),
+        published_at: None,
     });
     OutboxPulse {
         id: msg.id,
@@ -671,6 +679,7 @@ fn new_pulse(
         payload,
         created_at: now.to_owned(),
         acks: cabinet.acks_pulses,
+        routed: false,
     }
 }
 

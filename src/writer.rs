@@ -7,6 +7,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::now_db;
 use crate::payments::{self, Batch, Keys, WebhookOutcome};
 use crate::store::tx::{self, NewPlay};
+use crate::mqtt::broker::Presence;
+use crate::mqtt::Topics;
 use crate::store::{OutboxPulse, Store};
 use crate::stripe::webhook::Event;
 
@@ -59,6 +61,16 @@ impl PlayInput {
             via,
         }
     }
+}
+
+/// With the embedded broker the writer hands each new pulse to its cabinet's live
+/// subscription the moment the pulse is committed: no queue or task between the fsync and
+/// the cabinet's connection. A seed cabinet's pulse is marked handed in that same commit,
+/// so no crash can make it go out twice (see `mqtt::dispatcher`).
+#[derive(Clone)]
+pub struct Relay {
+    pub presence: Presence,
+    pub topics: Topics,
 }
 
 #[derive(Debug)]
@@ -126,11 +138,12 @@ impl Writer {
     pub fn spawn(
         store: Store,
         keys: Keys,
+        relay: Option<Relay>,
         outbox: mpsc::Sender<OutboxPulse>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (money, money_rx) = mpsc::channel(16_384);
         let (bookkeeping, bookkeeping_rx) = mpsc::channel(16_384);
-        let task = tokio::spawn(run(store, keys, money_rx, bookkeeping_rx, outbox));
+        let task = tokio::spawn(run(store, keys, relay, money_rx, bookkeeping_rx, outbox));
         (Self { money, bookkeeping }, task)
     }
 
@@ -280,6 +293,7 @@ async fn next_batch(
 async fn run(
     store: Store,
     keys: Keys,
+    relay: Option<Relay>,
     mut money: mpsc::Receiver<Command>,
     mut bookkeeping: mpsc::Receiver<Command>,
     outbox: mpsc::Sender<OutboxPulse>,
@@ -288,7 +302,7 @@ async fn run(
     while next_batch(&mut money, &mut bookkeeping, &mut batch).await {
         let ops: Vec<&Op> = batch.iter().map(|c| &c.op).collect();
         let started = std::time::Instant::now();
-        let committed = commit(&store, &keys, &ops).await;
+        let committed = commit(&store, &keys, relay.as_ref(), &ops).await;
         tracing::debug!(
             size = ops.len(),
             micros = started.elapsed().as_micros() as u64,
@@ -302,21 +316,43 @@ async fn run(
                 tracing::warn!(error = %e, size = batch.len(), "batch commit failed; retrying one by one");
                 let mut each = Vec::with_capacity(batch.len());
                 for op in &ops {
-                    each.push(commit(&store, &keys, &[op]).await.map(|mut d| d.remove(0)));
+                    each.push(
+                        commit(&store, &keys, relay.as_ref(), &[op])
+                            .await
+                            .map(|mut d| d.remove(0)),
+                    );
                 }
                 each
             }
         };
+        let mut routed_any = false;
+        let mut replies = Vec::with_capacity(batch.len());
         for (cmd, result) in batch.drain(..).zip(results) {
-            let result = result.map(|(done, pulse)| {
-                if let Some(p) = pulse {
-                    // Never blocks the writer: a full queue leaves the pulse to the
-                    // dispatcher's sweep, which reads the outbox table.
-                    let _ = outbox.try_send(p);
+            let result = match result {
+                Ok((done, pulse)) => {
+                    if let Some(mut p) = pulse {
+                        if p.routed {
+                            relay_now(&store, relay.as_ref(), &mut p).await;
+                            routed_any = true;
+                        }
+                        // Never blocks the writer: a full queue leaves the pulse to the
+                        // dispatcher's sweep, which reads the outbox table.
+                        let _ = outbox.try_send(p);
+                    }
+                    Ok(done)
                 }
-                done
-            });
-            if let Some(reply) = cmd.reply {
+                Err(e) => Err(e),
+            };
+            replies.push((cmd.reply, result));
+        }
+        if routed_any {
+            // Let the broker's connection tasks, just woken on this worker, write the
+            // pulses to their sockets before anyone hears "done": the window in which a
+            // crash loses a seed cabinet's handed pulse shrinks to almost nothing.
+            tokio::task::yield_now().await;
+        }
+        for (reply, result) in replies {
+            if let Some(reply) = reply {
                 let _ = reply.send(result);
             }
         }
@@ -326,7 +362,38 @@ async fn run(
 
 type Applied = (Done, Option<OutboxPulse>);
 
-async fn commit(store: &Store, keys: &Keys, ops: &[&Op]) -> Result<Vec<Applied>, WriteError> {
+/// Hands a just-committed pulse to the embedded broker.
+async fn relay_now(store: &Store, relay: Option<&Relay>, p: &mut OutboxPulse) {
+    let Some(relay) = relay else {
+        p.routed = false;
+        return;
+    };
+    if relay
+        .presence
+        .route(&relay.topics.coinpulse(&p.machine_id), &p.payload)
+        .await
+    {
+        return;
+    }
+    p.routed = false;
+    if !p.acks {
+        // Marked handed in the commit but never sent: take the mark back.
+        let unmark = async {
+            let mut conn = store.pool().acquire().await?;
+            tx::unmark_published(&mut conn, std::slice::from_ref(&p.id)).await
+        };
+        if let Err(e) = unmark.await {
+            tracing::error!(pulse_id = %p.id, error = %e, "pulse not sent but marked handed; resend it by hand");
+        }
+    }
+}
+
+async fn commit(
+    store: &Store,
+    keys: &Keys,
+    relay: Option<&Relay>,
+    ops: &[&Op],
+) -> Result<Vec<Applied>, WriteError> {
     let db = |e: sqlx::Error| WriteError::Database(e.to_string());
     let mut txn = store.pool().begin().await.map_err(db)?;
     let mut out = Vec::with_capacity(ops.len());
@@ -349,6 +416,17 @@ async fn commit(store: &Store, keys: &Keys, ops: &[&Op]) -> Result<Vec<Applied>,
             other => apply(&mut txn, keys, &mut batch, other).await.map_err(db)?,
         };
         out.push(applied);
+    }
+    if let Some(relay) = relay {
+        let now = now_db();
+        for pulse in out.iter_mut().filter_map(|(_, p)| p.as_mut()) {
+            if relay.presence.deliverable(&pulse.machine_id).await {
+                pulse.routed = true;
+                if !pulse.acks {
+                    batch.mark_handed(&pulse.id, &now);
+                }
+            }
+        }
     }
     batch.flush(&mut txn).await.map_err(db)?;
     if !published.is_empty() {

@@ -115,7 +115,12 @@ impl Dispatcher {
                     }
                 }
                 Some(p) = fresh.recv() => {
-                    self.publish(p, &mut flight).await;
+                    if !p.routed {
+                        self.publish(p, &mut flight).await;
+                    } else if p.acks && flight.ids.insert(p.id.clone()) {
+                        // The writer already handed it over; only the mark is left.
+                        let _ = flight.settle.try_send(Settle::Answered(Ok(p.id)));
+                    }
                 }
                 Some(ev) = broker.recv() => match ev {
                     BrokerEvent::Subscribed(machine_id) => {

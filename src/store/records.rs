@@ -81,6 +81,8 @@ pub struct OutboxPulse {
     pub created_at: String,
     /// The cabinet speaks coinpulse's protocol (acks, dedupes): a repeat is harmless to it.
     pub acks: bool,
+    /// Already handed to the embedded broker by the writer, right after its commit.
+    pub routed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -269,5 +271,6 @@ fn outbox_from_row(r: &AnyRow) -> Result<OutboxPulse, sqlx::Error> {
         payload: r.try_get("payload")?,
         created_at: r.try_get("created_at")?,
         acks: r.try_get::<i64, _>("acks_pulses")? != 0,
+        routed: false,
     })
 }

@@ -458,13 +458,15 @@ pub struct PulseRow {
     pub reason: Option<String>,
     pub payload: String,
     pub created_at: String,
+    /// Set when the pulse is handed to the broker in the same breath as its commit.
+    pub published_at: Option<String>,
 }
 
 pub async fn insert_pulses(conn: &mut Conn, rows: &[PulseRow]) -> Result<(), sqlx::Error> {
     for chunk in rows.chunks(CHUNK) {
         let sql = format!(
-            "INSERT INTO pulses (id, machine_id, credits, source, payment_id, reason, payload, created_at) VALUES {}",
-            values_clause(chunk.len(), 8)
+            "INSERT INTO pulses (id, machine_id, credits, source, payment_id, reason, payload, created_at, published_at) VALUES {}",
+            values_clause(chunk.len(), 9)
         );
         let mut q = sqlx::query(&sql);
         for p in chunk {
@@ -476,7 +478,8 @@ pub async fn insert_pulses(conn: &mut Conn, rows: &[PulseRow]) -> Result<(), sql
                 .bind(p.payment_id.as_deref())
                 .bind(p.reason.as_deref())
                 .bind(&p.payload)
-                .bind(&p.created_at);
+                .bind(&p.created_at)
+                .bind(p.published_at.as_deref());
         }
         q.execute(&mut *conn).await?;
     }

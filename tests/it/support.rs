@@ -325,6 +325,19 @@ impl TestApp {
         body["mqtt"]["secret"].as_str().unwrap().to_owned()
     }
 
+    /// Marks a cabinet "always available" (what an owner does for a seed cabinet on a
+    /// broker that reports nothing about connections).
+    pub async fn always_available(&self, machine_id: &str) {
+        let (code, body) = self
+            .api(
+                reqwest::Method::PATCH,
+                &format!("/cabinets/{machine_id}"),
+                Some(json!({"always_available": true})),
+            )
+            .await;
+        assert_eq!(code, 200, "always_available: {body}");
+    }
+
     /// Registers a cabinet and connects its simulator (acking, like a current cabinet).
     pub async fn cabinet(&self, price: i64, currency: &str) -> Cabinet {
         let machine_id = unique("cab");
