@@ -126,13 +126,21 @@ impl Application {
         let broker_tls_addr = embedded.as_ref().and_then(|b| b.tls_addr);
         let presence = embedded.as_ref().map(|b| b.presence.clone());
 
-        let relay = presence.clone().map(|presence| crate::writer::Relay {
-            presence,
-            topics: topics.clone(),
-        });
-        let (writer, writer_task) = Writer::spawn(store.clone(), keys.clone(), relay, outbox_tx);
         let mqtt = connection::start(&target, stats.clone(), inbound_tx, signal_tx.clone())
             .map_err(|e| anyhow::anyhow!("MQTT_URL: cannot use {}: {e}", target.uri))?;
+        let relay = match &presence {
+            Some(presence) => crate::writer::Relay::Embedded {
+                presence: presence.clone(),
+                topics: topics.clone(),
+            },
+            None => crate::writer::Relay::External {
+                client: mqtt.clone(),
+                topics: topics.clone(),
+                stats: stats.clone(),
+            },
+        };
+        let (writer, writer_task) =
+            Writer::spawn(store.clone(), keys.clone(), Some(relay), outbox_tx);
         let outlet = match &presence {
             Some(p) => dispatcher::Outlet::Embedded(p.clone()),
             None => dispatcher::Outlet::External(mqtt.clone()),

@@ -63,14 +63,67 @@ impl PlayInput {
     }
 }
 
-/// With the embedded broker the writer hands each new pulse to its cabinet's live
-/// subscription the moment the pulse is committed: no queue or task between the fsync and
-/// the cabinet's connection. A seed cabinet's pulse is marked handed in that same commit,
-/// so no crash can make it go out twice (see `mqtt::dispatcher`).
+/// Where the writer hands new pulses the moment they are committed, with no queue or task
+/// between the fsync and the broker. A seed cabinet's pulse is marked handed in that same
+/// commit, so no crash can make it go out twice, and the gap in which a crash could lose
+/// it is as short as it can be (see `mqtt::dispatcher`).
 #[derive(Clone)]
-pub struct Relay {
-    pub presence: Presence,
-    pub topics: Topics,
+pub enum Relay {
+    /// Every pulse whose cabinet has a live subscription, into the embedded broker's router.
+    Embedded { presence: Presence, topics: Topics },
+    /// Seed cabinets' pulses, through the server's connection to an external broker (pulses
+    /// for cabinets that ack go through the dispatcher, which marks them on PUBACK).
+    External {
+        client: paho_mqtt::AsyncClient,
+        topics: Topics,
+        stats: std::sync::Arc<crate::mqtt::MqttStats>,
+    },
+}
+
+impl Relay {
+    /// Whether this pulse can be handed over right now.
+    async fn takes(&self, p: &OutboxPulse) -> bool {
+        match self {
+            Self::Embedded { presence, .. } => presence.deliverable(&p.machine_id).await,
+            Self::External { stats, .. } => !p.acks && stats.is_connected(),
+        }
+    }
+
+    async fn hand(&self, store: &Store, p: &OutboxPulse) -> bool {
+        match self {
+            Self::Embedded { presence, topics } => {
+                presence.route(&topics.coinpulse(&p.machine_id), &p.payload).await
+            }
+            Self::External { client, topics, .. } => {
+                let msg = paho_mqtt::Message::new(
+                    topics.coinpulse(&p.machine_id),
+                    p.payload.as_bytes(),
+                    paho_mqtt::QOS_1,
+                );
+                // paho's own thread writes it to the socket at once; the PUBACK is
+                // awaited off the writer's path, and a failure takes the mark back.
+                let token = client.publish(msg);
+                let (store, id) = (store.clone(), p.id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = token.await {
+                        tracing::warn!(pulse_id = %id, error = %e, "pulse publish failed; will retry");
+                        unmark(&store, &id).await;
+                    }
+                });
+                true
+            }
+        }
+    }
+}
+
+async fn unmark(store: &Store, id: &str) {
+    let unmark = async {
+        let mut conn = store.pool().acquire().await?;
+        tx::unmark_published(&mut conn, &[id.to_owned()]).await
+    };
+    if let Err(e) = unmark.await {
+        tracing::error!(pulse_id = %id, error = %e, "pulse not sent but marked handed; resend it by hand");
+    }
 }
 
 #[derive(Debug)]
@@ -368,23 +421,13 @@ async fn relay_now(store: &Store, relay: Option<&Relay>, p: &mut OutboxPulse) {
         p.routed = false;
         return;
     };
-    if relay
-        .presence
-        .route(&relay.topics.coinpulse(&p.machine_id), &p.payload)
-        .await
-    {
+    if relay.hand(store, p).await {
         return;
     }
     p.routed = false;
     if !p.acks {
         // Marked handed in the commit but never sent: take the mark back.
-        let unmark = async {
-            let mut conn = store.pool().acquire().await?;
-            tx::unmark_published(&mut conn, std::slice::from_ref(&p.id)).await
-        };
-        if let Err(e) = unmark.await {
-            tracing::error!(pulse_id = %p.id, error = %e, "pulse not sent but marked handed; resend it by hand");
-        }
+        unmark(store, &p.id).await;
     }
 }
 
@@ -420,7 +463,7 @@ async fn commit(
     if let Some(relay) = relay {
         let now = now_db();
         for pulse in out.iter_mut().filter_map(|(_, p)| p.as_mut()) {
-            if relay.presence.deliverable(&pulse.machine_id).await {
+            if relay.takes(pulse).await {
                 pulse.routed = true;
                 if !pulse.acks {
                     batch.mark_handed(&pulse.id, &now);

@@ -99,6 +99,11 @@ async fn a_cabinet_login_cannot_touch_another_cabinet() {
         "timestamp": "2024-07-01T12:30:00Z", "source": "stripe", "sig": "00"}).to_string();
     publish(&a.client, &t(&b.machine_id, "coinpulse"), &forged, false).await;
     publish(&a.client, &t(&b.machine_id, "status"), "offline", true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cab = app.get(&format!("/cabinets/{}", b.machine_id)).await;
+    assert_eq!(cab["online"], true, "A's retained offline must not take B offline: {cab}");
+    let page = app.text(&format!("/p/{}", b.machine_id)).await;
+    assert!(!page.contains("offline"), "B's pay page still takes payments");
 
     // A second pulse for B, left unacked by a seed-like B, then A "acks" it.
     b.sim.take().unwrap().disconnect().await;
@@ -119,8 +124,6 @@ async fn a_cabinet_login_cannot_touch_another_cabinet() {
     let row = pulses.iter().find(|p| p["id"] == second.id).unwrap();
     assert!(row["acked_at"].is_null(), "A's ack must not count for B: {row}");
     assert!(pulses.iter().any(|p| p["id"] == pulse.id && !p["acked_at"].is_null()), "B's own ack counted");
-    let cab = app.get(&format!("/cabinets/{}", b.machine_id)).await;
-    assert_eq!(cab["online"], true, "A's retained offline must not take B offline: {cab}");
     assert!(app.status().await["mqtt_refused"].as_u64().unwrap() >= 10);
 
     // What A may do still works: its own game over is logged.

@@ -36,11 +36,20 @@ fn no_redirects() -> reqwest::Client {
 
 /// The pay page as a phone gets it: (status, html, Cookie header value).
 async fn open_page(app: &TestApp, machine_id: &str) -> (u16, String, String) {
-    let res = no_redirects()
-        .get(format!("{}/p/{machine_id}", app.base))
-        .send()
-        .await
-        .unwrap();
+    open_page_with_cookie(app, machine_id, "").await
+}
+
+/// Opens the pay page as a phone that already has `cookie` (empty: a new phone).
+async fn open_page_with_cookie(
+    app: &TestApp,
+    machine_id: &str,
+    cookie: &str,
+) -> (u16, String, String) {
+    let mut req = no_redirects().get(format!("{}/p/{machine_id}", app.base));
+    if !cookie.is_empty() {
+        req = req.header("Cookie", cookie);
+    }
+    let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let cookie = res
         .headers()
@@ -695,11 +704,69 @@ async fn a_double_tapped_pay_button_makes_one_session() {
         assert_eq!(res.status().as_u16(), 303);
         locations.push(res.headers()["location"].to_str().unwrap().to_owned());
     }
-    assert_eq!(
-        locations[0], locations[1],
-        "Stripe answered the replay with the same session"
-    );
+    assert_eq!(locations[0], locations[1], "one session for both taps");
+    // The second tap finds the session this phone already opened for this bundle.
     let sent = t.fake.requests("/v1/checkout/sessions");
-    assert_eq!(sent.len(), 2);
-    assert_eq!(sent[0].idempotency_key, sent[1].idempotency_key);
+    assert_eq!(sent.len(), 1);
+
+    // A new page (new nonce) from the same phone, same bundle: still that one session.
+    let (_, html, _) = open_page_with_cookie(&t.app, &cab.machine_id, &cookie).await;
+    let res = no_redirects()
+        .post(format!("{}/p/{}/checkout", t.app.base, cab.machine_id))
+        .header("Cookie", cookie.clone())
+        .form(&[
+            ("bundle", "0".to_string()),
+            ("csrf", hidden(&html, "csrf")),
+            ("nonce", hidden(&html, "nonce")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"].to_str().unwrap(), locations[0]);
+    assert_eq!(t.fake.requests("/v1/checkout/sessions").len(), 1);
+
+    // A nonce the client made up is refused, even with the right cookie.
+    let res = no_redirects()
+        .post(format!("{}/p/{}/checkout", t.app.base, cab.machine_id))
+        .header("Cookie", cookie.clone())
+        .form(&[
+            ("bundle", "1".to_string()),
+            ("csrf", hidden(&html, "csrf")),
+            ("nonce", format!("chosen-by-me.{}", chrono::Utc::now().timestamp())),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 403);
+}
+
+#[tokio::test]
+async fn checkout_is_rate_limited_per_phone() {
+    let t = pay_app(|_| {}).await;
+    let cab = t.app.cabinet(100, "usd").await;
+    set_bundles(&t.app, &cab.machine_id, json!([{"credits": 1, "price_minor": 100}, {"credits": 2, "price_minor": 200}, {"credits": 3, "price_minor": 300}])).await;
+    let (_, html, cookie) = open_page(&t.app, &cab.machine_id).await;
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let res = no_redirects()
+            .post(format!("{}/p/{}/checkout", t.app.base, cab.machine_id))
+            .header("Cookie", cookie.clone())
+            .form(&[
+                ("bundle", (i % 3).to_string()),
+                ("csrf", hidden(&html, "csrf")),
+                ("nonce", hidden(&html, "nonce")),
+            ])
+            .send()
+            .await
+            .unwrap();
+        codes.push(res.status().as_u16());
+        if res.status().as_u16() == 429 {
+            assert!(res.headers().contains_key("retry-after"));
+            assert!(res.text().await.unwrap().contains("Too many"));
+        }
+    }
+    assert!(codes[..5].iter().all(|&c| c == 303), "{codes:?}");
+    assert!(codes[5..].iter().all(|&c| c == 429), "{codes:?}");
+    // Another phone is not held back.
+    assert_eq!(choose(&t.app, &cab.machine_id, 0).await.status().as_u16(), 303);
 }

@@ -19,6 +19,9 @@ struct Server {
     http_port: u16,
     mqtt_port: u16,
     prefix: String,
+    client_id: String,
+    /// TEST_MQTT_URL: the same tests against an external broker (the machine's Mosquitto).
+    external: Option<String>,
 }
 
 impl Server {
@@ -29,6 +32,8 @@ impl Server {
             http_port: free_port(),
             mqtt_port: free_port(),
             prefix: format!("k{}/arcade/machine", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            client_id: unique("coinpulse-kill"),
+            external: std::env::var("TEST_MQTT_URL").ok().filter(|u| !u.is_empty()),
         }
     }
 
@@ -40,10 +45,14 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coinpulse"));
+        cmd.env_clear();
+        if let Some(url) = &self.external {
+            cmd.env("MQTT_URL", url);
+        }
+        let child = cmd
             .arg("serve")
             .current_dir(self.dir.path())
-            .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", self.dir.path().join("coinpulse.db").display().to_string())
             .env("BIND", format!("127.0.0.1:{}", self.http_port))
@@ -54,6 +63,7 @@ impl Server {
             .env("API_TOKEN", API_TOKEN)
             .env("SECRET_KEY", SECRET_KEY)
             .env("RUST_LOG", "coinpulse=debug")
+            .env("MQTT_CLIENT_ID", &self.client_id)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -61,9 +71,12 @@ impl Server {
         self.child = Some(child);
         let app = TestApp {
             base: format!("http://127.0.0.1:{}", self.http_port),
-            broker: format!("tcp://127.0.0.1:{}", self.mqtt_port),
+            broker: self
+                .external
+                .clone()
+                .unwrap_or_else(|| format!("tcp://127.0.0.1:{}", self.mqtt_port)),
             topic_prefix: self.prefix.clone(),
-            server_client_id: "coinpulse-server".into(),
+            server_client_id: self.client_id.clone(),
             http: reqwest::Client::new(),
             stop: None,
         };
@@ -135,7 +148,7 @@ async fn pulses_paid_while_the_cabinet_was_away_survive_a_kill() {
         assert_eq!(app.post_webhook(&paid(&seed, 100, "usd")).await.0, 200);
     }
     let (first, repeats) = drain(&mut seed_cab, 2, Duration::from_secs(10)).await;
-    assert_eq!((first.len(), repeats), (2, 0));
+    assert_eq!((first.len(), repeats), (2, 0), "log:\n{}", server.log());
     seed_cab.sim.take().unwrap().disconnect().await;
 
     // Payments while both cabinets are offline, all answered 200, then kill -9.
@@ -191,11 +204,15 @@ async fn two_hundred_payments_with_a_kill_mid_stream_are_each_credited_once() {
     let app = server.start().await;
     let mut ids = Vec::new();
     let mut cabs = Vec::new();
+    // Two current cabinets (ack), two seed-like ones (never ack, never dedupe). Through an
+    // external broker a kill within a millisecond of a seed cabinet's pulse can cost that
+    // pulse (it is never sent twice); docs/broker.md says so, and that variant runs with
+    // cabinets that ack.
+    let seeds = if server.external.is_some() { 0 } else { 2 };
     for i in 0..4 {
         let id = unique("cab");
         let secret = app.register(&id, 100, "usd").await;
-        // Two current cabinets (ack), two seed-like ones (never ack, never dedupe).
-        cabs.push(app.connect_cabinet(&id, &secret, i < 2).await);
+        cabs.push(app.connect_cabinet(&id, &secret, i >= seeds).await);
         ids.push(id);
     }
     let events: Vec<Value> = (0..200).map(|i| paid(&ids[i % 4], 100, "usd")).collect();
@@ -252,7 +269,7 @@ async fn two_hundred_payments_with_a_kill_mid_stream_are_each_credited_once() {
         let unique_ids: HashSet<_> = credited.iter().cloned().collect();
         assert_eq!(unique_ids.len(), credited.len());
         assert_eq!(credited.len(), 50, "cabinet {n} got {} of 50; log:\n{}", credited.len(), server.log());
-        if n >= 2 {
+        if n < seeds {
             assert_eq!(repeats, 0, "seed-like cabinet {n} was sent a pulse twice");
         }
         total.extend(unique_ids);
@@ -268,6 +285,11 @@ async fn two_hundred_payments_with_a_kill_mid_stream_are_each_credited_once() {
 #[tokio::test]
 async fn online_spam_from_another_login_redelivers_nothing() {
     let mut server = Server::new();
+    if server.external.is_some() {
+        // Who may publish where is the external broker's ACL's job (docs/broker.md).
+        eprintln!("skipped: the external test broker has no per-cabinet rules");
+        return;
+    }
     let app = server.start().await;
     let seed = unique("cab");
     let seed_secret = app.register(&seed, 100, "usd").await;
