@@ -302,3 +302,65 @@ async fn publish_game_over(
         ))
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{sign_pulse, PulseSource};
+
+    fn opts(key: &ed25519_dalek::SigningKey) -> SimOptions {
+        SimOptions {
+            machine_id: "cab-1".into(),
+            secret: "s".into(),
+            broker: String::new(),
+            ca_file: None,
+            topic_prefix: "arcade/machine".into(),
+            play_seconds: None,
+            ack: true,
+            give_up_after: None,
+            public_key: Some(key.verifying_key()),
+            state_file: None,
+            max_age: Some(Duration::from_secs(600)),
+        }
+    }
+
+    fn pulse(id: &str, machine_id: &str, at: chrono::DateTime<chrono::Utc>) -> PulseMessage {
+        PulseMessage {
+            id: id.into(),
+            machine_id: machine_id.into(),
+            credits: 1,
+            timestamp: wire_time(at),
+            source: PulseSource::Stripe,
+        }
+    }
+
+    #[test]
+    fn pulses_are_checked_by_key_machine_and_age() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+        let o = opts(&key);
+        let now = chrono::Utc::now();
+        let good = sign_pulse(&pulse("p1", "cab-1", now), "s", &key);
+        assert_eq!(check_pulse(&o, good.as_bytes()).unwrap().id, "p1");
+        let other = sign_pulse(&pulse("p2", "cab-2", now), "s", &key);
+        assert!(check_pulse(&o, other.as_bytes()).unwrap_err().contains("cab-2"));
+        let old = sign_pulse(&pulse("p3", "cab-1", now - chrono::Duration::hours(2)), "s", &key);
+        assert!(check_pulse(&o, old.as_bytes()).unwrap_err().contains("old"));
+        // Signed with the cabinet secret but not the server's key: a sniffed password.
+        let forger = ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]);
+        let forged = sign_pulse(&pulse("p4", "cab-1", now), "s", &forger);
+        assert!(check_pulse(&o, forged.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn seen_pulse_ids_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cab-1.pulses");
+        let mut seen = Seen::open(Some(&path)).unwrap();
+        assert!(seen.insert("p1"));
+        assert!(!seen.insert("p1"));
+        drop(seen);
+        let mut again = Seen::open(Some(&path)).unwrap();
+        assert!(!again.insert("p1"), "a replay after a reboot is refused");
+        assert!(again.insert("p2"));
+    }
+}

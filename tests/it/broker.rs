@@ -254,3 +254,63 @@ async fn status_shows_live_connections_and_pulses_verify_with_the_public_key() {
     .await;
     assert!(matches!(c.next_event(0).await, None | Some(SimEvent::GameOverSent)));
 }
+
+#[tokio::test]
+async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+        .args(["tls", "self-signed", "--host", "127.0.0.1", "--host", "localhost"])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the private key is owner-only");
+    }
+
+    let db = TestDb::new().await;
+    let tls_port = free_port();
+    let app = spawn_app_with(
+        &db,
+        AppOptions {
+            mqtt_url: None,
+            mqtt_tls: Some((tls_port, cert.clone(), key)),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(app.status().await["mqtt_tls_port"], tls_port);
+    let id = unique("cab");
+    let secret = app.register(&id, 100, "usd").await;
+    let (_sim, mut events) = coinpulse::cabinet_sim::SimCabinet::connect(coinpulse::cabinet_sim::SimOptions {
+        machine_id: id.clone(),
+        secret,
+        broker: format!("ssl://127.0.0.1:{tls_port}"),
+        ca_file: Some(cert),
+        topic_prefix: app.topic_prefix.clone(),
+        play_seconds: None,
+        ack: true,
+        give_up_after: Some(Duration::from_secs(10)),
+        public_key: Some(
+            coinpulse::domain::parse_public_key(app.status().await["pulse_public_key"].as_str().unwrap())
+                .unwrap(),
+        ),
+        state_file: None,
+        max_age: Some(Duration::from_secs(600)),
+    })
+    .await
+    .expect("cabinet connects over TLS");
+    assert_eq!(app.post_webhook(&paid(&id, 200, "usd")).await.0, 200);
+    match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+        Ok(Some(SimEvent::Credit(p))) => assert_eq!(p.credits, 2),
+        other => panic!("expected a credit over TLS, got {other:?}"),
+    }
+}

@@ -218,3 +218,40 @@ async fn cabinet_rejects_a_forged_pulse() {
     }
     let _ = other.next_event(0).await;
 }
+
+/// Many pulses for a seed cabinet at once, with the one-second sweep running under them:
+/// a pulse whose handed mark was not yet committed must never be sent a second time.
+#[tokio::test]
+async fn sweeps_never_repeat_a_pulse_to_a_seed_cabinet() {
+    let db = TestDb::new().await;
+    let app = std::sync::Arc::new(spawn_app(&db).await);
+    let machine_id = unique("cab");
+    let secret = app.register(&machine_id, 100, "usd").await;
+    let mut seed = app.connect_cabinet(&machine_id, &secret, false).await;
+    if std::env::var("TEST_MQTT_URL").is_ok_and(|u| !u.is_empty()) {
+        app.always_available(&machine_id).await;
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let app = app.clone();
+        let id = machine_id.clone();
+        tasks.push(tokio::spawn(async move {
+            app.post_webhook(&paid(&id, 100, "usd")).await.0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let mut credited = std::collections::HashSet::new();
+    let mut repeats = 0;
+    // Three sweeps' worth of listening after the last credit.
+    while let Some(ev) = seed.next_event(if credited.len() < 300 { 15 } else { 3 }).await {
+        match ev {
+            SimEvent::Credit(p) => assert!(credited.insert(p.id)),
+            SimEvent::Duplicate(_) => repeats += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((credited.len(), repeats), (300, 0));
+    assert_eq!(app.status().await["pulses_pending"], 0);
+}

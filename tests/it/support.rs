@@ -107,6 +107,8 @@ pub struct AppOptions {
     pub stripe_api_base: Option<String>,
     pub offline_after: Option<u64>,
     pub allow_promotion_codes: bool,
+    /// The embedded broker's TLS listener: (port, certificate, key).
+    pub mqtt_tls: Option<(u16, std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for AppOptions {
@@ -121,6 +123,7 @@ impl Default for AppOptions {
             stripe_api_base: None,
             offline_after: None,
             allow_promotion_codes: false,
+            mqtt_tls: None,
         }
     }
 }
@@ -182,6 +185,11 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
     ];
     if let Some(url) = &opts.mqtt_url {
         args.push(format!("--mqtt-url={url}"));
+    }
+    if let Some((port, cert, key)) = &opts.mqtt_tls {
+        args.push(format!("--mqtt-tls-listen=127.0.0.1:{port}"));
+        args.push(format!("--mqtt-tls-cert={}", cert.display()));
+        args.push(format!("--mqtt-tls-key={}", key.display()));
     }
     if let Some(u) = &opts.mqtt_username {
         args.push(format!("--mqtt-username={u}"));
