@@ -37,6 +37,12 @@ pub struct BenchArgs {
     /// Cabinets connected at once to the embedded broker.
     #[arg(long, default_value_t = 10_000)]
     cabinets: usize,
+    /// Acking cabinets sharing the fleet run's webhooks …
+    #[arg(long, default_value_t = 128)]
+    fleet: usize,
+    /// … at this many webhooks per second, for `rate_seconds`.
+    #[arg(long, default_value_t = 1_250)]
+    fleet_rate: u64,
     /// Write the server's log to this file, at this RUST_LOG level (e.g. coinpulse=debug).
     #[arg(long, value_names = ["FILE", "FILTER"], num_args = 2)]
     server_log: Option<Vec<String>>,
@@ -206,7 +212,8 @@ fn webhook(machine_id: &str, seq: i64) -> (String, String) {
     (body, sig)
 }
 
-/// Receives every pulse for one cabinet and records when each `credits` value arrived.
+/// A cabinet that acks, as real ones do: announces `online`, records when each `credits`
+/// value arrived, and acks every pulse on its ack topic.
 struct Receiver {
     arrivals: Arc<Mutex<HashMap<i64, (Instant, u32)>>>,
     _client: paho::AsyncClient,
@@ -223,7 +230,9 @@ async fn receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<
     let client = create_client(&target)?;
     let arrivals: Arc<Mutex<HashMap<i64, (Instant, u32)>>> = Arc::default();
     let sink = arrivals.clone();
-    client.set_message_callback(move |_, msg| {
+    let topics = Topics::new("arcade/machine");
+    let ack_topic = topics.ack(machine_id);
+    client.set_message_callback(move |cli, msg| {
         let now = Instant::now();
         if let Some(m) = msg {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(m.payload()) {
@@ -234,6 +243,10 @@ async fn receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<
                         .and_modify(|e| e.1 += 1)
                         .or_insert((now, 1));
                 }
+                if let Some(id) = v["id"].as_str() {
+                    let ack = serde_json::json!({ "id": id }).to_string();
+                    cli.publish(paho::Message::new(ack_topic.as_str(), ack, paho::QOS_1));
+                }
             }
         }
     });
@@ -241,11 +254,17 @@ async fn receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<
         .connect(connect_options(&target, true, None)?)
         .await?;
     client
-        .subscribe(
-            Topics::new("arcade/machine").coinpulse(machine_id),
-            paho::QOS_1,
-        )
+        .subscribe(topics.coinpulse(machine_id), paho::QOS_1)
         .await?;
+    client
+        .publish(paho::Message::new_retained(
+            topics.status(machine_id),
+            "online",
+            paho::QOS_1,
+        ))
+        .await?;
+    // The server learns from that status that this cabinet acks.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(Receiver {
         arrivals,
         _client: client,
@@ -399,6 +418,78 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("{} ; {ok}/{total} answered 200", summary(lat)),
     ));
 
+    // 2b. Many acking cabinets sharing a steady stream.
+    let fleet_total = (args.fleet_rate * args.rate_seconds) as usize;
+    let per_cabinet = fleet_total.div_ceil(args.fleet.max(1));
+    let pb = bar(args.fleet as u64, "fleet cabinets");
+    // Connected side by side: paho's one network thread per process adds each new socket
+    // only on its next cycle, so one after another would take seconds each.
+    let joins: Vec<_> = (0..args.fleet)
+        .map(|i| {
+            let (client, base, mqtt, pb) =
+                (client.clone(), server.base.clone(), server.mqtt.clone(), pb.clone());
+            tokio::spawn(async move {
+                let id = format!("bench-fleet-{i}");
+                let secret = register(&client, &base, &id, 1).await?;
+                let rx = receiver(&mqtt, &id, &secret).await?;
+                pb.inc(1);
+                anyhow::Ok((id, rx))
+            })
+        })
+        .collect();
+    let mut fleet = Vec::with_capacity(args.fleet);
+    for j in futures::future::join_all(joins).await {
+        fleet.push(j??);
+    }
+    pb.finish_and_clear();
+    let sent_at: Arc<Mutex<HashMap<(usize, i64), Instant>>> = Arc::default();
+    let pb = bar(fleet_total as u64, &format!("{} cabinets at {}/s", args.fleet, args.fleet_rate));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.fleet_rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut handles = Vec::with_capacity(fleet_total);
+    for i in 0..fleet_total {
+        let cab = i % args.fleet;
+        let seq = (i / args.fleet) as i64 + 1;
+        let (body, sig) = webhook(&fleet[cab].0, seq);
+        tick.tick().await;
+        let (client, url, sent_at) = (client.clone(), url.clone(), sent_at.clone());
+        sent_at.lock().unwrap().insert((cab, seq), Instant::now());
+        handles.push(tokio::spawn(async move { post(&client, &url, body, sig).await }));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let ok = futures::future::join_all(handles)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    for (_, rx) in &fleet {
+        wait_for(rx, per_cabinet.min(fleet_total), Duration::from_secs(10)).await;
+    }
+    let (mut lat, mut late, mut doubled) = (Vec::new(), 0usize, 0usize);
+    {
+        let sent = sent_at.lock().unwrap();
+        for (cab, (_, rx)) in fleet.iter().enumerate() {
+            for (seq, (at, times)) in rx.arrivals.lock().unwrap().iter() {
+                doubled += usize::from(*times > 1);
+                if let Some(s) = sent.get(&(cab, *seq)) {
+                    let ms = at.duration_since(*s).as_secs_f64() * 1000.0;
+                    late += usize::from(ms > 2000.0);
+                    lat.push(ms);
+                }
+            }
+        }
+    }
+    let received = lat.len();
+    report.push((
+        format!("webhook → pulse, {} acking cabinets at {}/s", args.fleet, args.fleet_rate),
+        format!(
+            "{} ; {ok}/{fleet_total} answered 200, {received} received, {late} later than 2 s, {doubled} twice",
+            summary(lat)
+        ),
+    ));
+    drop(fleet);
+
     // 3. Throughput.
     let secret = register(&client, &server.base, "bench-max", 1).await?;
     let rx = receiver(&server.mqtt, "bench-max", &secret).await?;
@@ -466,13 +557,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
 
     // 4. Many cabinets.
+    let before = rss_kib(server.child.id()).unwrap_or(0);
     let (connected, took, rss) = many_cabinets(&client, &server, args.cabinets).await?;
+    let per_conn = (rss.saturating_sub(before) as f64 * 1024.0) / connected.max(1) as f64;
     report.push((
         format!("{} cabinets on the embedded broker", args.cabinets),
         format!(
-            "{connected} connected in {:.1} s; server RSS then {:.1} MB",
+            "{connected} connected in {:.1} s; server RSS {:.1} MB → {:.1} MB, {:.0} KB per connection",
             took.as_secs_f64(),
-            rss as f64 / 1024.0
+            before as f64 / 1024.0,
+            rss as f64 / 1024.0,
+            per_conn / 1024.0
         ),
     ));
 

@@ -200,6 +200,9 @@ struct State {
     logins: HashMap<String, (HashSet<String>, String)>,
     /// Inbound rate limit per client id.
     buckets: HashMap<String, Bucket>,
+    /// Client ids connected with a clean session: theirs ends at disconnect, and so does
+    /// their claim on the id (cabinets with random ids would otherwise pile up here).
+    clean: HashSet<String>,
 }
 
 struct Inner {
@@ -523,6 +526,14 @@ impl BrokerEventHandler for Events {
                 return;
             };
             tracing::info!(machine_id, client_id = %event.client_id, clean = event.clean_start, "cabinet connected");
+            {
+                let mut state = self.0.inner.state.lock().expect("broker state");
+                if event.clean_start {
+                    state.clean.insert(event.client_id.to_string());
+                } else {
+                    state.clean.remove(&*event.client_id);
+                }
+            }
             // A resumed session keeps its subscription without a new SUBSCRIBE.
             if !event.clean_start {
                 let _ = self.0.inner.events.send(BrokerEvent::Subscribed(machine_id)).await;
@@ -561,8 +572,19 @@ impl BrokerEventHandler for Events {
         Box::pin(async move {
             if let Some(machine_id) = self.machine_of(&event.client_id) {
                 tracing::info!(machine_id, client_id = %event.client_id, unexpected = event.unexpected, "cabinet disconnected");
+                // A takeover by the same login may already have reconnected this id.
+                let live = match self.0.router() {
+                    Some(r) => r.is_connected(&event.client_id).await,
+                    None => false,
+                };
                 let mut state = self.0.inner.state.lock().expect("broker state");
                 state.buckets.remove(&*event.client_id);
+                if !live && state.clean.remove(&*event.client_id) {
+                    state.owners.remove(&*event.client_id);
+                    if let Some((ids, _)) = state.logins.get_mut(&machine_id) {
+                        ids.remove(&*event.client_id);
+                    }
+                }
             }
         })
     }

@@ -66,14 +66,19 @@ pub fn connect_options(
     clean_session: bool,
     will: Option<paho::Message>,
 ) -> Result<paho::ConnectOptions, paho::Error> {
+    Ok(connect_builder(target, clean_session, will)?.finalize())
+}
+
+fn connect_builder(
+    target: &Target,
+    clean_session: bool,
+    will: Option<paho::Message>,
+) -> Result<paho::ConnectOptionsBuilder, paho::Error> {
     let mut b = paho::ConnectOptionsBuilder::new();
     b.keep_alive_interval(Duration::from_secs(20))
         .clean_session(clean_session)
         .connect_timeout(Duration::from_secs(5))
-        .automatic_reconnect(Duration::from_secs(1), Duration::from_secs(30))
-        // The dispatcher bounds what is in flight (MAX_INFLIGHT); paho must not add a
-        // smaller window of its own that would park pulses until the next sweep.
-        .max_inflight(super::dispatcher::MAX_INFLIGHT as i32);
+        .automatic_reconnect(Duration::from_secs(1), Duration::from_secs(30));
     if let Some(u) = &target.username {
         b.user_name(u);
     }
@@ -90,7 +95,7 @@ pub fn connect_options(
         }
         b.ssl_options(ssl.finalize());
     }
-    Ok(b.finalize())
+    Ok(b)
 }
 
 /// Connects, retrying with backoff until it succeeds. After the first success paho's
@@ -125,7 +130,11 @@ pub fn start(
     signals: mpsc::Sender<Signal>,
 ) -> Result<paho::AsyncClient, paho::Error> {
     let client = create_client(target)?;
-    let opts = connect_options(target, false, None)?;
+    // The dispatcher bounds what is in flight (MAX_INFLIGHT); paho must not add a smaller
+    // window of its own that would park pulses until the next sweep.
+    let opts = connect_builder(target, false, None)?
+        .max_inflight(super::dispatcher::MAX_INFLIGHT as i32)
+        .finalize();
     {
         // "connected" is reported by the dispatcher once the subscriptions are in place.
         client.set_connected_callback(move |c| {

@@ -369,6 +369,14 @@ impl TestApp {
         })
         .await
         .expect("cabinet connects");
+        if ack {
+            // Its retained "online" reaches the server asynchronously; pages judge by it.
+            let path = format!("/cabinets/{machine_id}");
+            self.eventually("the cabinet is seen online", || async {
+                self.get(&path).await["online"] == true
+            })
+            .await;
+        }
         Cabinet {
             machine_id: machine_id.to_owned(),
             secret: secret.to_owned(),
