@@ -55,7 +55,7 @@ impl Application {
         let started = Instant::now();
         let master = settings.master_key()?;
         let keys = Keys::new(master);
-        let store = Store::connect(&settings.database_url)
+        let store = Store::connect_with(&settings.database_url, settings.database_max_connections)
             .await
             .with_context(|| {
                 format!(

@@ -87,6 +87,11 @@ pub struct Settings {
     )]
     pub database_url: String,
 
+    /// Most database connections the server holds open (default: 16 for PostgreSQL, 8 for
+    /// SQLite). Lower it for a hosted PostgreSQL with a small connection limit.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(2..=1000), global = true)]
+    pub database_max_connections: Option<u32>,
+
     /// Stripe webhook signing secret (whsec_…), from the Stripe dashboard or `stripe listen`.
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", value_parser = parse_secret, hide_env_values = true, global = true)]
     pub stripe_webhook_secret: Option<Secret>,

@@ -54,8 +54,13 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Connects, applies pending migrations, and tunes SQLite for a durable single writer.
-    #[tracing::instrument(skip_all, fields(backend))]
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, None).await
+    }
+
+    /// As [`Store::connect`], holding at most `max_connections` open (None: the default).
+    #[tracing::instrument(skip_all, fields(backend))]
+    pub async fn connect_with(url: &str, max_connections: Option<u32>) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres") {
             Backend::Postgres
@@ -67,7 +72,7 @@ impl Store {
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .max_connections(max_connections.unwrap_or(if backend == Backend::Sqlite { 8 } else { 16 }))
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {

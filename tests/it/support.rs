@@ -167,6 +167,9 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         format!("--bind=127.0.0.1:{http_port}"),
         format!("--public-url=http://127.0.0.1:{http_port}"),
         format!("--database-url={}", db.url),
+        // Each test's server lives until the test process ends (actix's workers outlive the
+        // test's runtime), so keep each one's share of PostgreSQL's 100 connections small.
+        "--database-max-connections=4".into(),
         format!("--stripe-webhook-secret={WEBHOOK_SECRET}"),
         format!("--api-token={API_TOKEN}"),
         format!("--secret-key={SECRET_KEY}"),
