@@ -12,6 +12,9 @@ use crate::mqtt::Topics;
 use crate::store::{OutboxPulse, Store};
 use crate::stripe::webhook::Event;
 
+/// Acks ignored because they named no pulse of the acking cabinet (shown in `/status`).
+pub static ACKS_IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Requests one transaction may hold. Large enough to amortise the fsync, small enough
 /// that the first request in a batch is not kept waiting.
 const MAX_BATCH: usize = 512;
@@ -504,10 +507,16 @@ async fn apply(
         Op::Acked {
             machine_id,
             pulse_id,
-        } => (
-            Done::Flag(tx::mark_acked(conn, machine_id, pulse_id, &now_db()).await?),
-            None,
-        ),
+        } => {
+            let outcome = tx::mark_acked(conn, machine_id, pulse_id, &now_db()).await?;
+            if outcome == tx::AckOutcome::Unknown {
+                // Only the cabinet's own login can publish on its ack topic, so this is a
+                // confused cabinet (or, on an external broker, someone else's ack).
+                ACKS_IGNORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(machine_id, pulse_id, "ack for a pulse this cabinet was never sent; ignored");
+            }
+            (Done::Flag(outcome == tx::AckOutcome::Recorded), None)
+        }
         Op::Play(p) => {
             if batch.cabinet(conn, &p.machine_id).await?.is_none() {
                 tracing::warn!(machine_id = %p.machine_id, "game over from an unknown cabinet ignored");

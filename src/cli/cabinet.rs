@@ -33,8 +33,15 @@ pub enum CabinetCommand {
     Disable { machine_id: String },
     /// Take payments for a cabinet again.
     Enable { machine_id: String },
-    /// Issue a new MQTT secret; the old one stops working.
+    /// Issue a new MQTT secret; the old one stops working and its connections are closed.
     RotateSecret { machine_id: String },
+    /// Take payments even when the broker cannot tell whether the cabinet is connected
+    /// (a seed cabinet on an external broker): `on` or `off`.
+    AlwaysAvailable {
+        machine_id: String,
+        #[arg(value_parser = ["on", "off"])]
+        setting: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +155,16 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
             };
             print_cabinet(&cabinets::update(&store, &machine_id, &u).await?);
         }
+        CabinetCommand::AlwaysAvailable {
+            machine_id,
+            setting,
+        } => {
+            let u = CabinetUpdate {
+                always_available: Some(setting == "on"),
+                ..Default::default()
+            };
+            print_cabinet(&cabinets::update(&store, &machine_id, &u).await?);
+        }
         CabinetCommand::RotateSecret { machine_id } => {
             let secret = cabinets::rotate_secret(&store, &keys, &machine_id).await?;
             print_credentials(settings, &machine_id, &secret).await;
@@ -228,6 +245,9 @@ fn print_cabinet(c: &Cabinet) {
     }
     println!("price:       {} per credit", price(c));
     println!("enabled:     {}", if c.enabled { "yes" } else { "no" });
+    if c.always_available {
+        println!("available:   always (the owner vouches for it)");
+    }
     println!(
         "status:      {}{}",
         if c.online { "online" } else { "offline" },

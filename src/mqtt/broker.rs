@@ -34,7 +34,7 @@ use mqtt5::protocol::v5::reason_codes::ReasonCode;
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
-use super::{Topics, INTERNAL_USER};
+use super::{Inbound, Topics, INTERNAL_USER};
 use crate::domain::verify_cabinet_secret;
 use crate::store::Store;
 
@@ -48,10 +48,14 @@ pub enum BrokerError {
 
 pub const DEFAULT_PORT: u16 = 1883;
 
-/// Inbound messages one cabinet connection may send per second (gameover, ack, status),
-/// and the burst it may save up. A real cabinet sends a handful per game.
-const INBOUND_PER_SECOND: f64 = 20.0;
-const INBOUND_BURST: f64 = 100.0;
+/// Game overs and statuses one cabinet connection may send per second, and the burst it
+/// may save up: a real cabinet sends a handful per game.
+const CHATTER_PER_SECOND: f64 = 20.0;
+const CHATTER_BURST: f64 = 100.0;
+/// Acks come one per pulse received, so they get more room; each is still a database write,
+/// so a login flooding them is held back too (behind webhooks in the writer either way).
+const ACKS_PER_SECOND: f64 = 1_000.0;
+const ACKS_BURST: f64 = 2_000.0;
 
 /// How often logged-in cabinets are checked against the database, so a disabled cabinet or
 /// one whose secret was rotated (possibly by the CLI, in another process) is disconnected.
@@ -189,7 +193,55 @@ pub enum BrokerEvent {
 struct Bucket {
     tokens: f64,
     at: Instant,
-    warned: Option<Instant>,
+}
+
+impl Bucket {
+    fn full(capacity: f64) -> Self {
+        Self {
+            tokens: capacity,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one, refilling at `rate` per second up to `capacity`.
+    fn take(&mut self, rate: f64, capacity: f64) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(capacity);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Per connection: its two inbound budgets and when it was last logged about.
+struct Limits {
+    chatter: Bucket,
+    acks: Bucket,
+    logged: Option<Instant>,
+}
+
+impl Limits {
+    fn new() -> Self {
+        Self {
+            chatter: Bucket::full(CHATTER_BURST),
+            acks: Bucket::full(ACKS_BURST),
+            logged: None,
+        }
+    }
+
+    /// True at most once a second: refusals are counted always, logged at that pace.
+    fn may_log(&mut self) -> bool {
+        let now = Instant::now();
+        if self.logged.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return false;
+        }
+        self.logged = Some(now);
+        true
+    }
 }
 
 #[derive(Default)]
@@ -198,8 +250,8 @@ struct State {
     owners: HashMap<String, String>,
     /// machine id → client ids it has logged in with, and the secret hash at login.
     logins: HashMap<String, (HashSet<String>, String)>,
-    /// Inbound rate limit per client id.
-    buckets: HashMap<String, Bucket>,
+    /// Inbound rate limits per client id.
+    limits: HashMap<String, Limits>,
     /// Client ids connected with a clean session: theirs ends at disconnect, and so does
     /// their claim on the id (cabinets with random ids would otherwise pile up here).
     clean: HashSet<String>,
@@ -304,34 +356,35 @@ impl Presence {
 
     fn refuse(&self, what: &str, user: &str, client_id: &str, detail: &str) {
         self.inner.refused.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(username = user, client_id, detail, "MQTT {what} refused");
+        let log = {
+            let mut state = self.inner.state.lock().expect("broker state");
+            match state.limits.get_mut(client_id) {
+                Some(l) => l.may_log(),
+                // Logins are refused before a connection has limits: always logged.
+                None => true,
+            }
+        };
+        if log {
+            tracing::warn!(username = user, client_id, detail, "MQTT {what} refused");
+        }
     }
 
-    /// Token bucket per connection; false when this message is over the limit.
-    fn within_rate(&self, client_id: &str) -> bool {
+    /// Token buckets per connection; false when this message is over its kind's limit.
+    fn within_rate(&self, client_id: &str, ack: bool) -> bool {
         let mut state = self.inner.state.lock().expect("broker state");
-        let now = Instant::now();
-        let b = state
-            .buckets
+        let l = state
+            .limits
             .entry(client_id.to_owned())
-            .or_insert(Bucket {
-                tokens: INBOUND_BURST,
-                at: now,
-                warned: None,
-            });
-        b.tokens =
-            (b.tokens + now.duration_since(b.at).as_secs_f64() * INBOUND_PER_SECOND).min(INBOUND_BURST);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            return true;
-        }
-        // One log line per second per connection, not one per dropped message.
-        if b.warned.is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1)) {
-            b.warned = Some(now);
+            .or_insert_with(Limits::new);
+        let ok = if ack {
+            l.acks.take(ACKS_PER_SECOND, ACKS_BURST)
+        } else {
+            l.chatter.take(CHATTER_PER_SECOND, CHATTER_BURST)
+        };
+        if !ok && l.may_log() {
             tracing::warn!(client_id, "cabinet is publishing too fast; messages dropped");
         }
-        false
+        ok
     }
 
     async fn check_login(&self, connect: &ConnectPacket) -> Result<Login, (ReasonCode, String)> {
@@ -482,7 +535,8 @@ impl AuthProvider for Access {
                     .refuse("publish", user_id.unwrap_or(""), &client_id, topic);
                 return false;
             }
-            login == Login::Server || self.0.within_rate(&client_id)
+            let ack = matches!(self.0.inner.topics.parse(topic), Some((_, Inbound::Ack)));
+            login == Login::Server || self.0.within_rate(&client_id, ack)
         })
     }
 
@@ -578,7 +632,7 @@ impl BrokerEventHandler for Events {
                     None => false,
                 };
                 let mut state = self.0.inner.state.lock().expect("broker state");
-                state.buckets.remove(&*event.client_id);
+                state.limits.remove(&*event.client_id);
                 if !live && state.clean.remove(&*event.client_id) {
                     state.owners.remove(&*event.client_id);
                     if let Some((ids, _)) = state.logins.get_mut(&machine_id) {

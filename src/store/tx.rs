@@ -201,13 +201,24 @@ pub async fn unmark_published(conn: &mut Conn, ids: &[String]) -> Result<(), sql
     Ok(())
 }
 
-/// Records a cabinet's ack. Returns false for an unknown, foreign or repeated pulse id.
+/// What became of a cabinet's ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The first ack of one of this cabinet's pulses.
+    Recorded,
+    /// This cabinet's pulse, acked before (a redelivery acked again).
+    Repeated,
+    /// No pulse of this cabinet has that id.
+    Unknown,
+}
+
+/// Records a cabinet's ack; only the cabinet's own pulses can be acked.
 pub async fn mark_acked(
     conn: &mut Conn,
     machine_id: &str,
     pulse_id: &str,
     at: &str,
-) -> Result<bool, sqlx::Error> {
+) -> Result<AckOutcome, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE pulses SET acked_at = $3, published_at = COALESCE(published_at, $3) \
          WHERE id = $1 AND machine_id = $2 AND acked_at IS NULL",
@@ -224,8 +235,19 @@ pub async fn mark_acked(
         .bind(machine_id)
         .execute(&mut *conn)
         .await?;
+        return Ok(AckOutcome::Recorded);
     }
-    Ok(r.rows_affected() == 1)
+    let known: Option<i64> =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pulses WHERE id = $1 AND machine_id = $2")
+            .bind(pulse_id)
+            .bind(machine_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(if known.unwrap_or(0) > 0 {
+        AckOutcome::Repeated
+    } else {
+        AckOutcome::Unknown
+    })
 }
 
 #[derive(Debug, Clone)]

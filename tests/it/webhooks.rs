@@ -378,3 +378,55 @@ async fn unmatched_payments_are_kept_for_review_without_credits() {
         Some(SimEvent::Credit(_))
     ));
 }
+
+#[tokio::test]
+async fn refunds_arriving_out_of_order_never_go_backwards() {
+    let db = TestDb::new().await;
+    let app = spawn_app(&db).await;
+    let mut cab = app.cabinet(100, "usd").await;
+    let sid = unique("cs_test");
+    app.post_webhook(&session_event(
+        "checkout.session.completed",
+        &unique("evt"),
+        session(&sid, &cab.machine_id, 300, "usd", "paid"),
+    ))
+    .await;
+    cab.expect_credit().await;
+    let refund = |amount: i64, full: bool| {
+        json!({"id": unique("evt"), "type": "charge.refunded", "data": {"object": {
+            "id": "ch_1", "object": "charge", "amount": 300, "amount_refunded": amount,
+            "refunded": full, "currency": "usd", "payment_intent": format!("pi_{sid}")}}})
+    };
+    // The full refund's event arrives before the earlier partial one's.
+    assert_eq!(app.post_webhook(&refund(300, true)).await.0, 200);
+    assert_eq!(app.post_webhook(&refund(100, false)).await.0, 200);
+    let p = &app.payments(&cab.machine_id).await[0];
+    assert_eq!((p["status"].as_str(), p["refunded_minor"].as_i64()), (Some("refunded"), Some(300)));
+}
+
+#[tokio::test]
+async fn a_payment_link_payment_ignores_client_reference_id() {
+    let db = TestDb::new().await;
+    let app = spawn_app(&db).await;
+    let mut cab = app.cabinet(100, "usd").await;
+    // A player appended ?client_reference_id=<this cabinet> to some link: no metadata.
+    let mut s = session(&unique("cs_test"), &cab.machine_id, 300, "usd", "paid");
+    s["metadata"] = json!({});
+    s["client_reference_id"] = json!(cab.machine_id);
+    s["payment_link"] = json!("plink_123");
+    let (status, body) = app
+        .post_webhook(&session_event("checkout.session.completed", &unique("evt"), s))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["outcome"], "review", "{body}");
+    assert_eq!(cab.next_event(1).await, None, "no credit sent");
+
+    // The link's own metadata names the cabinet: credited.
+    let mut s = session(&unique("cs_test"), &cab.machine_id, 300, "usd", "paid");
+    s["payment_link"] = json!("plink_123");
+    let (_, body) = app
+        .post_webhook(&session_event("checkout.session.completed", &unique("evt"), s))
+        .await;
+    assert_eq!(body["outcome"], "credited", "{body}");
+    assert_eq!(cab.expect_credit().await.credits, 3);
+}
