@@ -27,7 +27,7 @@ use mqtt5::broker::events::{
     SubAckReasonCode,
 };
 use mqtt5::broker::router::MessageRouter;
-use mqtt5::broker::{BrokerShutdownHandle, MqttBroker};
+use mqtt5::broker::{BrokerShutdownHandle, MqttBroker, ResourceLimits};
 use mqtt5::packet::connect::ConnectPacket;
 use mqtt5::packet::publish::PublishPacket;
 use mqtt5::protocol::v5::reason_codes::ReasonCode;
@@ -47,6 +47,9 @@ pub enum BrokerError {
 }
 
 pub const DEFAULT_PORT: u16 = 1883;
+
+/// Connections the embedded broker takes in all: 20,000 cabinets and the server.
+const MAX_CLIENTS: usize = 20_010;
 
 /// Game overs and statuses one cabinet connection may send per second, and the burst it
 /// may save up: a real cabinet sends a handful per game.
@@ -677,7 +680,7 @@ pub async fn start(
     };
     let mut config = BrokerConfig::default()
         .with_bind_addresses(vec![addr])
-        .with_max_clients(20_010)
+        .with_max_clients(MAX_CLIENTS)
         .with_max_packet_size(64 * 1024)
         .with_sys_topics_enabled(false)
         .with_storage(storage)
@@ -693,6 +696,17 @@ pub async fn start(
         .map_err(|e| BrokerError::Start(e.to_string()))?
         .with_auth_provider(Arc::new(Access(presence.clone())));
     let _ = presence.inner.router.set(broker.router());
+    // An arcade's cabinets often share one address (NAT, or a hosted server seeing the
+    // venue's router): the only connection cap is the broker's total. The connection rate
+    // stays high enough for every cabinet to come back at once after a restart.
+    broker.resource_monitor().update_limits(ResourceLimits {
+        max_connections: MAX_CLIENTS,
+        max_connections_per_ip: MAX_CLIENTS,
+        max_message_rate_per_client: 0,
+        max_bandwidth_per_client: 0,
+        max_connection_rate: 20_000,
+        rate_limit_window: Duration::from_secs(1),
+    });
     let tls_addr = broker.tls_local_addr();
     let shutdown = broker.shutdown_handle();
     let mut broker = broker;
