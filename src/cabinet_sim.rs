@@ -57,12 +57,23 @@ impl Seen {
             });
         };
         let ids = match std::fs::read_to_string(path) {
-            Ok(text) => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+            Ok(text) => text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
             Err(e) => return Err(e),
         };
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { ids, file: Some(file) })
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self {
+            ids,
+            file: Some(file),
+        })
     }
 
     /// True when the id is new; it is on disk before this returns.
@@ -93,7 +104,12 @@ fn check_pulse(opts: &SimOptions, payload: &[u8]) -> Result<PulseMessage, String
             .map_err(|_| format!("pulse timestamp {:?} is not a time", p.timestamp))?;
         let age = chrono::Utc::now().signed_duration_since(at);
         if age.num_milliseconds() > max.as_millis() as i64 {
-            return Err(format!("pulse {} is {} s old (limit {} s)", p.id, age.num_seconds(), max.as_secs()));
+            return Err(format!(
+                "pulse {} is {} s old (limit {} s)",
+                p.id,
+                age.num_seconds(),
+                max.as_secs()
+            ));
         }
     }
     Ok(p)
@@ -186,11 +202,9 @@ impl SimCabinet {
 
         let ack_mode = opts.ack;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let seen = Arc::new(Mutex::new(
-            Seen::open(opts.state_file.as_deref()).map_err(|e| {
-                paho::Error::GeneralString(format!("pulse state file: {e}"))
-            })?,
-        ));
+        let seen = Arc::new(Mutex::new(Seen::open(opts.state_file.as_deref()).map_err(
+            |e| paho::Error::GeneralString(format!("pulse state file: {e}")),
+        )?));
         let worker = client.clone();
         let worker_topics = topics.clone();
         tokio::spawn(async move {
@@ -342,8 +356,14 @@ mod tests {
         let good = sign_pulse(&pulse("p1", "cab-1", now), "s", &key);
         assert_eq!(check_pulse(&o, good.as_bytes()).unwrap().id, "p1");
         let other = sign_pulse(&pulse("p2", "cab-2", now), "s", &key);
-        assert!(check_pulse(&o, other.as_bytes()).unwrap_err().contains("cab-2"));
-        let old = sign_pulse(&pulse("p3", "cab-1", now - chrono::Duration::hours(2)), "s", &key);
+        assert!(check_pulse(&o, other.as_bytes())
+            .unwrap_err()
+            .contains("cab-2"));
+        let old = sign_pulse(
+            &pulse("p3", "cab-1", now - chrono::Duration::hours(2)),
+            "s",
+            &key,
+        );
         assert!(check_pulse(&o, old.as_bytes()).unwrap_err().contains("old"));
         // Signed with the cabinet secret but not the server's key: a sniffed password.
         let forger = ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]);

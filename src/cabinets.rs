@@ -202,7 +202,11 @@ pub async fn rotate_secret(
     // them as forged.
     let resign = |payload: &str| {
         let msg: crate::domain::PulseMessage = serde_json::from_str(payload).ok()?;
-        Some(crate::domain::sign_pulse(&msg, &secret, keys.pulse_signing_key()))
+        Some(crate::domain::sign_pulse(
+            &msg,
+            &secret,
+            keys.pulse_signing_key(),
+        ))
     };
     if !store
         .set_cabinet_secret(machine_id, &salt, &hash_cabinet_secret(&secret), resign)

@@ -299,7 +299,9 @@ fn load_or_create_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
             Ok(key.into_bytes())
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check(std::fs::read_to_string(path)?),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            check(std::fs::read_to_string(path)?)
+        }
         Err(e) => Err(e),
     }
 }

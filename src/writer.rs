@@ -5,10 +5,10 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::now_db;
-use crate::payments::{self, Batch, Keys, WebhookOutcome};
-use crate::store::tx::{self, NewPlay};
 use crate::mqtt::broker::Presence;
 use crate::mqtt::Topics;
+use crate::payments::{self, Batch, Keys, WebhookOutcome};
+use crate::store::tx::{self, NewPlay};
 use crate::store::{OutboxPulse, Store};
 use crate::stripe::webhook::Event;
 
@@ -95,7 +95,9 @@ impl Relay {
     async fn hand(&self, store: &Store, p: &OutboxPulse) -> bool {
         match self {
             Self::Embedded { presence, topics } => {
-                presence.route(&topics.coinpulse(&p.machine_id), &p.payload).await
+                presence
+                    .route(&topics.coinpulse(&p.machine_id), &p.payload)
+                    .await
             }
             Self::External { client, topics, .. } => {
                 let msg = paho_mqtt::Message::new(
@@ -513,7 +515,11 @@ async fn apply(
                 // Only the cabinet's own login can publish on its ack topic, so this is a
                 // confused cabinet (or, on an external broker, someone else's ack).
                 ACKS_IGNORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(machine_id, pulse_id, "ack for a pulse this cabinet was never sent; ignored");
+                tracing::warn!(
+                    machine_id,
+                    pulse_id,
+                    "ack for a pulse this cabinet was never sent; ignored"
+                );
             }
             (Done::Flag(outcome == tx::AckOutcome::Recorded), None)
         }

@@ -485,8 +485,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // takes about a second to add each new connection, too slow for a fleet.
     let joins: Vec<_> = (0..args.fleet)
         .map(|i| {
-            let (client, base, mqtt, pb) =
-                (client.clone(), server.base.clone(), server.mqtt.clone(), pb.clone());
+            let (client, base, mqtt, pb) = (
+                client.clone(),
+                server.base.clone(),
+                server.mqtt.clone(),
+                pb.clone(),
+            );
             tokio::spawn(async move {
                 let id = format!("bench-fleet-{i}");
                 let secret = register(&client, &base, &id, 1).await?;
@@ -502,7 +506,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     pb.finish_and_clear();
     let sent_at: Arc<Mutex<HashMap<(usize, i64), Instant>>> = Arc::default();
-    let pb = bar(fleet_total as u64, &format!("{} cabinets at {}/s", args.fleet, args.fleet_rate));
+    let pb = bar(
+        fleet_total as u64,
+        &format!("{} cabinets at {}/s", args.fleet, args.fleet_rate),
+    );
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.fleet_rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut handles = Vec::with_capacity(fleet_total);
@@ -513,7 +520,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         tick.tick().await;
         let (client, url, sent_at) = (client.clone(), url.clone(), sent_at.clone());
         sent_at.lock().unwrap().insert((cab, seq), Instant::now());
-        handles.push(tokio::spawn(async move { post(&client, &url, body, sig).await }));
+        handles.push(tokio::spawn(
+            async move { post(&client, &url, body, sig).await },
+        ));
         pb.inc(1);
     }
     pb.finish_and_clear();

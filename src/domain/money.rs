@@ -140,17 +140,41 @@ mod tests {
     fn three_and_zero_decimal_currencies_follow_stripe() {
         let kwd = Currency::parse("KWD").unwrap();
         assert_eq!(kwd.decimals(), 3);
-        assert_eq!(Money { minor: 1250, currency: kwd.clone() }.to_string(), "1.250 KWD");
+        assert_eq!(
+            Money {
+                minor: 1250,
+                currency: kwd.clone()
+            }
+            .to_string(),
+            "1.250 KWD"
+        );
         assert_eq!(parse_amount("1.25", &kwd), Ok(1250));
         assert!(kwd.check_amount(1250).is_ok());
-        assert!(kwd.check_amount(1255).unwrap_err().contains("multiple of 10"));
+        assert!(kwd
+            .check_amount(1255)
+            .unwrap_err()
+            .contains("multiple of 10"));
         let jpy = Currency::parse("jpy").unwrap();
-        assert_eq!(Money { minor: 100, currency: jpy.clone() }.to_string(), "100 JPY");
+        assert_eq!(
+            Money {
+                minor: 100,
+                currency: jpy.clone()
+            }
+            .to_string(),
+            "100 JPY"
+        );
         assert!(parse_amount("1.5", &jpy).is_err());
         let isk = Currency::parse("isk").unwrap();
         assert!(isk.check_amount(150).is_err());
         assert!(isk.check_amount(10_000).is_ok());
-        assert_eq!(Money { minor: 150, currency: Currency::parse("usd").unwrap() }.to_string(), "1.50 USD");
+        assert_eq!(
+            Money {
+                minor: 150,
+                currency: Currency::parse("usd").unwrap()
+            }
+            .to_string(),
+            "1.50 USD"
+        );
     }
 
     #[test]

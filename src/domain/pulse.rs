@@ -188,14 +188,23 @@ mod tests {
             v["sig_ed25519"].as_str().unwrap()
         );
         let expected = hex::encode(hmac("k", hmac_input.as_bytes()));
-        assert_eq!(payload, format!("{},\"sig\":\"{expected}\"}}", &hmac_input[..hmac_input.len() - 1]));
+        assert_eq!(
+            payload,
+            format!(
+                "{},\"sig\":\"{expected}\"}}",
+                &hmac_input[..hmac_input.len() - 1]
+            )
+        );
     }
 
     #[test]
     fn ed25519_verifies_with_the_public_key_only() {
         let payload = sign_pulse(&sample(), "s3cret", &key());
         let public = key().verifying_key();
-        assert_eq!(verify_pulse_ed25519(payload.as_bytes(), &public).unwrap(), sample());
+        assert_eq!(
+            verify_pulse_ed25519(payload.as_bytes(), &public).unwrap(),
+            sample()
+        );
         let tampered = payload.replace("\"credits\":3", "\"credits\":9");
         assert_eq!(
             verify_pulse_ed25519(tampered.as_bytes(), &public),

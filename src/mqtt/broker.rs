@@ -41,7 +41,10 @@ use crate::store::Store;
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("MQTT_LISTEN: cannot listen on {addr}: {cause} (is another MQTT broker running? set MQTT_LISTEN to a free port, or MQTT_URL to use that broker)")]
-    Listen { addr: SocketAddr, cause: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
     #[error("embedded MQTT broker: {0}")]
     Start(String),
 }
@@ -68,7 +71,8 @@ const LOGIN_RECHECK: Duration = Duration::from_secs(2);
 /// next free port up to 1889 so a first run works beside a broker that is already running.
 pub fn choose_listen(configured: Option<SocketAddr>) -> Result<std::net::TcpListener, BrokerError> {
     if let Some(addr) = configured {
-        return std::net::TcpListener::bind(addr).map_err(|cause| BrokerError::Listen { addr, cause });
+        return std::net::TcpListener::bind(addr)
+            .map_err(|cause| BrokerError::Listen { addr, cause });
     }
     let default = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT));
     let first_err = match std::net::TcpListener::bind(default) {
@@ -209,7 +213,8 @@ impl Bucket {
     /// Takes a token if there is one, refilling at `rate` per second up to `capacity`.
     fn take(&mut self, rate: f64, capacity: f64) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(capacity);
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * rate).min(capacity);
         self.at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -239,7 +244,10 @@ impl Limits {
     /// True at most once a second: refusals are counted always, logged at that pace.
     fn may_log(&mut self) -> bool {
         let now = Instant::now();
-        if self.logged.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        if self
+            .logged
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
             return false;
         }
         self.logged = Some(now);
@@ -321,7 +329,8 @@ impl Presence {
         let Some(router) = self.router() else {
             return false;
         };
-        let packet = PublishPacket::new(topic, payload.as_bytes().to_vec(), mqtt5::QoS::AtLeastOnce);
+        let packet =
+            PublishPacket::new(topic, payload.as_bytes().to_vec(), mqtt5::QoS::AtLeastOnce);
         router.route_message(&packet, None).await;
         true
     }
@@ -385,7 +394,10 @@ impl Presence {
             l.chatter.take(CHATTER_PER_SECOND, CHATTER_BURST)
         };
         if !ok && l.may_log() {
-            tracing::warn!(client_id, "cabinet is publishing too fast; messages dropped");
+            tracing::warn!(
+                client_id,
+                "cabinet is publishing too fast; messages dropped"
+            );
         }
         ok
     }
@@ -405,9 +417,12 @@ impl Presence {
         }
         {
             let state = inner.state.lock().expect("broker state");
-            if let Some(why) =
-                connect_conflict(&state.owners, &inner.server_client_id, &connect.client_id, user)
-            {
+            if let Some(why) = connect_conflict(
+                &state.owners,
+                &inner.server_client_id,
+                &connect.client_id,
+                user,
+            ) {
                 return Err(denied(why));
             }
         }
@@ -440,9 +455,12 @@ impl Presence {
         }
         let mut state = inner.state.lock().expect("broker state");
         // Checked again under the lock that records it: two logins racing for one id.
-        if let Some(why) =
-            connect_conflict(&state.owners, &inner.server_client_id, &connect.client_id, user)
-        {
+        if let Some(why) = connect_conflict(
+            &state.owners,
+            &inner.server_client_id,
+            &connect.client_id,
+            user,
+        ) {
             return Err(denied(why));
         }
         state
@@ -593,7 +611,12 @@ impl BrokerEventHandler for Events {
             }
             // A resumed session keeps its subscription without a new SUBSCRIBE.
             if !event.clean_start {
-                let _ = self.0.inner.events.send(BrokerEvent::Subscribed(machine_id)).await;
+                let _ = self
+                    .0
+                    .inner
+                    .events
+                    .send(BrokerEvent::Subscribed(machine_id))
+                    .await;
             }
         })
     }
@@ -617,7 +640,12 @@ impl BrokerEventHandler for Events {
                     )
             });
             if granted {
-                let _ = self.0.inner.events.send(BrokerEvent::Subscribed(machine_id)).await;
+                let _ = self
+                    .0
+                    .inner
+                    .events
+                    .send(BrokerEvent::Subscribed(machine_id))
+                    .await;
             }
         })
     }
@@ -747,7 +775,11 @@ mod tests {
     fn cabinets_publish_only_their_own_topics() {
         let t = Topics::new("arcade/machine");
         let a = cab("A");
-        for ok in ["arcade/machine/A/gameover", "arcade/machine/A/ack", "arcade/machine/A/status"] {
+        for ok in [
+            "arcade/machine/A/gameover",
+            "arcade/machine/A/ack",
+            "arcade/machine/A/status",
+        ] {
             assert!(may_publish(&t, &a, ok), "{ok}");
         }
         for no in [
@@ -762,7 +794,11 @@ mod tests {
         ] {
             assert!(!may_publish(&t, &a, no), "{no}");
         }
-        assert!(may_publish(&t, &Login::Server, "arcade/machine/B/coinpulse"));
+        assert!(may_publish(
+            &t,
+            &Login::Server,
+            "arcade/machine/B/coinpulse"
+        ));
     }
 
     #[test]
@@ -793,10 +829,13 @@ mod tests {
         assert!(connect_conflict(&owners, "coinpulse-server", "cabinet-B", "A").is_some());
         assert!(connect_conflict(&owners, "coinpulse-server", "cabinet-B", "B").is_none());
         assert!(connect_conflict(&owners, "coinpulse-server", "coinpulse-server", "A").is_some());
-        assert!(
-            connect_conflict(&owners, "coinpulse-server", "coinpulse-server", INTERNAL_USER)
-                .is_none()
-        );
+        assert!(connect_conflict(
+            &owners,
+            "coinpulse-server",
+            "coinpulse-server",
+            INTERNAL_USER
+        )
+        .is_none());
         assert!(connect_conflict(&owners, "coinpulse-server", "fresh", "A").is_none());
     }
 }

@@ -328,7 +328,12 @@ impl Dispatcher {
                     .filter(|p| !flight.ids.contains(&p.id))
                     .collect();
                 if !pulses.is_empty() {
-                    tracing::info!(machine_id, count = pulses.len(), acks, "delivering pending pulses");
+                    tracing::info!(
+                        machine_id,
+                        count = pulses.len(),
+                        acks,
+                        "delivering pending pulses"
+                    );
                 }
                 for p in pulses {
                     self.publish(p, flight).await;

@@ -45,7 +45,9 @@ pub async fn run(
                     // A retained status is old news replayed on subscribe; only a live
                     // "online" means the cabinet has just (re)connected.
                     if online && !msg.retained() {
-                        let _ = signals.send(Signal::CabinetOnline(machine_id.to_string())).await;
+                        let _ = signals
+                            .send(Signal::CabinetOnline(machine_id.to_string()))
+                            .await;
                     }
                 }
                 None => stats.reject(topic, "status must be online or offline"),

@@ -291,11 +291,11 @@ pub async fn set_cabinet_status(
     let r = sqlx::query(
         "UPDATE cabinets SET online = $2, last_seen_at = $3, acks_pulses = 1 WHERE machine_id = $1",
     )
-        .bind(machine_id)
-        .bind(i64::from(online))
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+    .bind(machine_id)
+    .bind(i64::from(online))
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 

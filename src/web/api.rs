@@ -299,7 +299,11 @@ pub async fn qr(
     if state.store.cabinet(id.as_str()).await?.is_none() {
         return Err(ApiError::NotFound(format!("no cabinet {:?}", id.as_str())));
     }
-    let image = state.qr.render(data, format).await.map_err(ApiError::Internal)?;
+    let image = state
+        .qr
+        .render(data, format)
+        .await
+        .map_err(ApiError::Internal)?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "public, max-age=300"))
         .content_type(format.content_type())

@@ -83,7 +83,8 @@ fn money(minor: i64, currency: &str) -> String {
 }
 
 const OFFLINE: &str = "This machine is offline, so it could not start your game. Please don't pay for it now; try another machine or ask a member of staff.";
-const NOT_SET_UP: &str = "This machine is not available for phone payments yet. Please ask a member of staff.";
+const NOT_SET_UP: &str =
+    "This machine is not available for phone payments yet. Please ask a member of staff.";
 
 /// Why a cabinet cannot take a payment now, in words for a player. `connected` is the
 /// embedded broker's live view (None with an external broker, which reports nothing).
@@ -293,7 +294,10 @@ pub async fn checkout(
             Some(back),
         );
     };
-    if let Err(wait) = state.limits.checkout(req.peer_addr().map(|a| a.ip()), &cookie) {
+    if let Err(wait) = state
+        .limits
+        .checkout(req.peer_addr().map(|a| a.ip()), &cookie)
+    {
         tracing::warn!(machine_id = %path.as_str(), peer = ?req.peer_addr(), "checkout rate-limited");
         let secs = wait.as_secs().max(1);
         let mut res = message(
@@ -325,7 +329,13 @@ pub async fn checkout(
     let recent = crate::domain::db_time(chrono::Utc::now() - chrono::Duration::hours(23));
     match state
         .store
-        .open_checkout_session(&buyer, &cabinet.machine_id, bundle.credits, bundle.price_minor, &recent)
+        .open_checkout_session(
+            &buyer,
+            &cabinet.machine_id,
+            bundle.credits,
+            bundle.price_minor,
+            &recent,
+        )
         .await
     {
         Ok(Some(open)) => {
@@ -597,6 +607,8 @@ mod tests {
         let mut disabled = cabinet();
         disabled.enabled = false;
         disabled.always_available = true;
-        assert!(unavailable(&disabled, Some(true), 120).unwrap().contains("not taking"));
+        assert!(unavailable(&disabled, Some(true), 120)
+            .unwrap()
+            .contains("not taking"));
     }
 }

@@ -70,16 +70,30 @@ async fn a_cabinet_login_cannot_touch_another_cabinet() {
     let mut b = app.cabinet(100, "usd").await;
     let a_id = unique("cab");
     let a_secret = app.register(&a_id, 100, "usd").await;
-    let mut a = login(&app, &a_id, &a_secret, &format!("a-{a_id}")).await.expect("A logs in");
+    let mut a = login(&app, &a_id, &a_secret, &format!("a-{a_id}"))
+        .await
+        .expect("A logs in");
 
     // Subscriptions: only A's own pulse topic.
-    assert!(!granted(&a.client, &t("+", "coinpulse")).await, "wildcard over all cabinets");
-    assert!(!granted(&a.client, &format!("{}/{}/#", app.topic_prefix, b.machine_id)).await);
+    assert!(
+        !granted(&a.client, &t("+", "coinpulse")).await,
+        "wildcard over all cabinets"
+    );
+    assert!(
+        !granted(
+            &a.client,
+            &format!("{}/{}/#", app.topic_prefix, b.machine_id)
+        )
+        .await
+    );
     assert!(!granted(&a.client, &t(&b.machine_id, "coinpulse")).await);
     assert!(!granted(&a.client, &t(&b.machine_id, "ack")).await);
     assert!(!granted(&a.client, "#").await);
     assert!(!granted(&a.client, "$SYS/#").await);
-    assert!(granted(&a.client, &t(&a_id, "coinpulse")).await, "its own pulses");
+    assert!(
+        granted(&a.client, &t(&a_id, "coinpulse")).await,
+        "its own pulses"
+    );
 
     // B is paid: B gets its pulse, A sees nothing of it or of B's ack.
     let (code, _) = app.post_webhook(&paid(&b.machine_id, 100, "usd")).await;
@@ -93,17 +107,25 @@ async fn a_cabinet_login_cannot_touch_another_cabinet() {
     // Publishes on B's topics, each of which used to have an effect.
     let plays_before = app.plays(&b.machine_id).await.len();
     let gameover = json!({"machineId": b.machine_id, "status": "game_over",
-        "timestamp": "2024-07-01T12:30:00Z"}).to_string();
+        "timestamp": "2024-07-01T12:30:00Z"})
+    .to_string();
     publish(&a.client, &t(&b.machine_id, "gameover"), &gameover, false).await;
     let forged = json!({"id": "forged-1", "machineId": b.machine_id, "credits": 9,
-        "timestamp": "2024-07-01T12:30:00Z", "source": "stripe", "sig": "00"}).to_string();
+        "timestamp": "2024-07-01T12:30:00Z", "source": "stripe", "sig": "00"})
+    .to_string();
     publish(&a.client, &t(&b.machine_id, "coinpulse"), &forged, false).await;
     publish(&a.client, &t(&b.machine_id, "status"), "offline", true).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cab = app.get(&format!("/cabinets/{}", b.machine_id)).await;
-    assert_eq!(cab["online"], true, "A's retained offline must not take B offline: {cab}");
+    assert_eq!(
+        cab["online"], true,
+        "A's retained offline must not take B offline: {cab}"
+    );
     let page = app.text(&format!("/p/{}", b.machine_id)).await;
-    assert!(!page.contains("offline"), "B's pay page still takes payments");
+    assert!(
+        !page.contains("offline"),
+        "B's pay page still takes payments"
+    );
 
     // A second pulse for B, left unacked by a seed-like B, then A "acks" it.
     b.sim.take().unwrap().disconnect().await;
@@ -115,22 +137,38 @@ async fn a_cabinet_login_cannot_touch_another_cabinet() {
     publish(&a.client, &t(&b.machine_id, "ack"), &ack, false).await;
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(app.plays(&b.machine_id).await.len(), plays_before, "no play logged for B");
+    assert_eq!(
+        app.plays(&b.machine_id).await.len(),
+        plays_before,
+        "no play logged for B"
+    );
     match seed_b.next_event(1).await {
         None => {}
         Some(other) => panic!("B got something from A's publishes: {other:?}"),
     }
     let pulses = app.pulses(&b.machine_id).await;
     let row = pulses.iter().find(|p| p["id"] == second.id).unwrap();
-    assert!(row["acked_at"].is_null(), "A's ack must not count for B: {row}");
-    assert!(pulses.iter().any(|p| p["id"] == pulse.id && !p["acked_at"].is_null()), "B's own ack counted");
+    assert!(
+        row["acked_at"].is_null(),
+        "A's ack must not count for B: {row}"
+    );
+    assert!(
+        pulses
+            .iter()
+            .any(|p| p["id"] == pulse.id && !p["acked_at"].is_null()),
+        "B's own ack counted"
+    );
     assert!(app.status().await["mqtt_refused"].as_u64().unwrap() >= 10);
 
     // What A may do still works: its own game over is logged.
-    let own = json!({"machineId": a_id, "status": "game_over", "timestamp": "2024-07-01T12:31:00Z"}).to_string();
+    let own =
+        json!({"machineId": a_id, "status": "game_over", "timestamp": "2024-07-01T12:31:00Z"})
+            .to_string();
     publish(&a.client, &t(&a_id, "gameover"), &own, false).await;
-    app.eventually("A's own game over is logged", || async { app.plays(&a_id).await.len() == 1 })
-        .await;
+    app.eventually("A's own game over is logged", || async {
+        app.plays(&a_id).await.len() == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -168,19 +206,30 @@ async fn disabled_cabinets_are_refused_and_disconnected() {
     let app = spawn_embedded(&db).await;
     let id = unique("cab");
     let secret = app.register(&id, 100, "usd").await;
-    let raw = login(&app, &id, &secret, &format!("raw-{id}")).await.expect("logs in");
+    let raw = login(&app, &id, &secret, &format!("raw-{id}"))
+        .await
+        .expect("logs in");
     let cab = app.get(&format!("/cabinets/{id}")).await;
     assert_eq!(cab["connected"], true, "{cab}");
 
     let (code, body) = app
-        .api(Method::PATCH, &format!("/cabinets/{id}"), Some(json!({"enabled": false})))
+        .api(
+            Method::PATCH,
+            &format!("/cabinets/{id}"),
+            Some(json!({"enabled": false})),
+        )
         .await;
     assert_eq!(code, 200, "{body}");
     app.eventually("the disabled cabinet is disconnected", || async {
         !raw.client.is_connected()
     })
     .await;
-    assert!(login(&app, &id, &secret, &format!("raw2-{id}")).await.is_err(), "disabled cabinet logged in");
+    assert!(
+        login(&app, &id, &secret, &format!("raw2-{id}"))
+            .await
+            .is_err(),
+        "disabled cabinet logged in"
+    );
     let cab = app.get(&format!("/cabinets/{id}")).await;
     assert_eq!(cab["connected"], false, "{cab}");
 }
@@ -211,7 +260,12 @@ fn py_verify(payload: &str, public_hex: &str, secret: &str) -> bool {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python3 runs");
-    child.stdin.take().unwrap().write_all(payload.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(payload.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     if !out.status.success() {
         eprintln!("python verifier: {}", String::from_utf8_lossy(&out.stderr));
@@ -227,24 +281,57 @@ async fn status_shows_live_connections_and_pulses_verify_with_the_public_key() {
     let status = app.status().await;
     let public_hex = status["pulse_public_key"].as_str().unwrap().to_owned();
     assert_eq!(public_hex.len(), 64);
-    assert_eq!(status["cabinets"][&c.machine_id]["connected"], true, "{status}");
-    assert_eq!(status["cabinets"][&c.machine_id]["subscribed"], true, "{status}");
+    assert_eq!(
+        status["cabinets"][&c.machine_id]["connected"], true,
+        "{status}"
+    );
+    assert_eq!(
+        status["cabinets"][&c.machine_id]["subscribed"], true,
+        "{status}"
+    );
 
     // A second login of the same cabinet sees the raw payload.
-    let mut raw = login(&app, &c.machine_id, &c.secret, &format!("raw-{}", c.machine_id)).await.unwrap();
-    assert!(granted(&raw.client, &format!("{}/{}/coinpulse", app.topic_prefix, c.machine_id)).await);
+    let mut raw = login(
+        &app,
+        &c.machine_id,
+        &c.secret,
+        &format!("raw-{}", c.machine_id),
+    )
+    .await
+    .unwrap();
+    assert!(
+        granted(
+            &raw.client,
+            &format!("{}/{}/coinpulse", app.topic_prefix, c.machine_id)
+        )
+        .await
+    );
     let (code, _) = app.post_webhook(&paid(&c.machine_id, 300, "usd")).await;
     assert_eq!(code, 200);
     let p = c.expect_credit().await;
-    let msg = tokio::time::timeout(Duration::from_secs(10), raw.rx.recv()).await.unwrap().unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(10), raw.rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let payload = msg.payload_str().to_string();
     assert!(payload.contains(&p.id));
 
     let key = coinpulse::domain::parse_public_key(&public_hex).unwrap();
-    assert_eq!(coinpulse::domain::verify_pulse_ed25519(payload.as_bytes(), &key).unwrap().credits, 3);
-    assert!(py_verify(&payload, &public_hex, &c.secret), "independent verifier accepts it");
+    assert_eq!(
+        coinpulse::domain::verify_pulse_ed25519(payload.as_bytes(), &key)
+            .unwrap()
+            .credits,
+        3
+    );
+    assert!(
+        py_verify(&payload, &public_hex, &c.secret),
+        "independent verifier accepts it"
+    );
     let tampered = payload.replace("\"credits\":3", "\"credits\":30");
-    assert!(!py_verify(&tampered, &public_hex, &c.secret), "independent verifier refuses a tampered pulse");
+    assert!(
+        !py_verify(&tampered, &public_hex, &c.secret),
+        "independent verifier refuses a tampered pulse"
+    );
 
     c.sim.take().unwrap().disconnect().await;
     let _ = raw.client.disconnect(None).await;
@@ -252,7 +339,10 @@ async fn status_shows_live_connections_and_pulses_verify_with_the_public_key() {
         app.status().await["cabinets"][&c.machine_id]["connected"] == false
     })
     .await;
-    assert!(matches!(c.next_event(0).await, None | Some(SimEvent::GameOverSent)));
+    assert!(matches!(
+        c.next_event(0).await,
+        None | Some(SimEvent::GameOverSent)
+    ));
 }
 
 #[tokio::test]
@@ -260,7 +350,14 @@ async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
-        .args(["tls", "self-signed", "--host", "127.0.0.1", "--host", "localhost"])
+        .args([
+            "tls",
+            "self-signed",
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "localhost",
+        ])
         .arg("--cert")
         .arg(&cert)
         .arg("--key")
@@ -268,7 +365,11 @@ async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -290,24 +391,27 @@ async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
     assert_eq!(app.status().await["mqtt_tls_port"], tls_port);
     let id = unique("cab");
     let secret = app.register(&id, 100, "usd").await;
-    let (_sim, mut events) = coinpulse::cabinet_sim::SimCabinet::connect(coinpulse::cabinet_sim::SimOptions {
-        machine_id: id.clone(),
-        secret,
-        broker: format!("ssl://127.0.0.1:{tls_port}"),
-        ca_file: Some(cert),
-        topic_prefix: app.topic_prefix.clone(),
-        play_seconds: None,
-        ack: true,
-        give_up_after: Some(Duration::from_secs(10)),
-        public_key: Some(
-            coinpulse::domain::parse_public_key(app.status().await["pulse_public_key"].as_str().unwrap())
+    let (_sim, mut events) =
+        coinpulse::cabinet_sim::SimCabinet::connect(coinpulse::cabinet_sim::SimOptions {
+            machine_id: id.clone(),
+            secret,
+            broker: format!("ssl://127.0.0.1:{tls_port}"),
+            ca_file: Some(cert),
+            topic_prefix: app.topic_prefix.clone(),
+            play_seconds: None,
+            ack: true,
+            give_up_after: Some(Duration::from_secs(10)),
+            public_key: Some(
+                coinpulse::domain::parse_public_key(
+                    app.status().await["pulse_public_key"].as_str().unwrap(),
+                )
                 .unwrap(),
-        ),
-        state_file: None,
-        max_age: Some(Duration::from_secs(600)),
-    })
-    .await
-    .expect("cabinet connects over TLS");
+            ),
+            state_file: None,
+            max_age: Some(Duration::from_secs(600)),
+        })
+        .await
+        .expect("cabinet connects over TLS");
     assert_eq!(app.post_webhook(&paid(&id, 200, "usd")).await.0, 200);
     match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
         Ok(Some(SimEvent::Credit(p))) => assert_eq!(p.credits, 2),

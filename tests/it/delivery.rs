@@ -216,7 +216,11 @@ async fn cabinet_rejects_a_forged_pulse() {
         }
     } else {
         // The embedded broker does not even let another cabinet publish on this topic.
-        assert_eq!(cab.next_event(2).await, None, "the forged pulse reached the cabinet");
+        assert_eq!(
+            cab.next_event(2).await,
+            None,
+            "the forged pulse reached the cabinet"
+        );
         assert!(app.status().await["mqtt_refused"].as_u64().unwrap() >= 1);
     }
     let _ = other.next_event(0).await;
@@ -248,7 +252,10 @@ async fn sweeps_never_repeat_a_pulse_to_a_seed_cabinet() {
     let mut credited = std::collections::HashSet::new();
     let mut repeats = 0;
     // Three sweeps' worth of listening after the last credit.
-    while let Some(ev) = seed.next_event(if credited.len() < 300 { 15 } else { 3 }).await {
+    while let Some(ev) = seed
+        .next_event(if credited.len() < 300 { 15 } else { 3 })
+        .await
+    {
         match ev {
             SimEvent::Credit(p) => assert!(credited.insert(p.id)),
             SimEvent::Duplicate(_) => repeats += 1,

@@ -732,7 +732,10 @@ async fn a_double_tapped_pay_button_makes_one_session() {
         .form(&[
             ("bundle", "1".to_string()),
             ("csrf", hidden(&html, "csrf")),
-            ("nonce", format!("chosen-by-me.{}", chrono::Utc::now().timestamp())),
+            (
+                "nonce",
+                format!("chosen-by-me.{}", chrono::Utc::now().timestamp()),
+            ),
         ])
         .send()
         .await
@@ -768,5 +771,8 @@ async fn checkout_is_rate_limited_per_phone() {
     assert!(codes[..5].iter().all(|&c| c == 303), "{codes:?}");
     assert!(codes[5..].iter().all(|&c| c == 429), "{codes:?}");
     // Another phone is not held back.
-    assert_eq!(choose(&t.app, &cab.machine_id, 0).await.status().as_u16(), 303);
+    assert_eq!(
+        choose(&t.app, &cab.machine_id, 0).await.status().as_u16(),
+        303
+    );
 }

@@ -31,9 +31,14 @@ impl Server {
             dir: tempfile::tempdir().unwrap(),
             http_port: free_port(),
             mqtt_port: free_port(),
-            prefix: format!("k{}/arcade/machine", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            prefix: format!(
+                "k{}/arcade/machine",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
             client_id: unique("coinpulse-kill"),
-            external: std::env::var("TEST_MQTT_URL").ok().filter(|u| !u.is_empty()),
+            external: std::env::var("TEST_MQTT_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
         }
     }
 
@@ -54,7 +59,10 @@ impl Server {
             .arg("serve")
             .current_dir(self.dir.path())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", self.dir.path().join("coinpulse.db").display().to_string())
+            .env(
+                "DATABASE_URL",
+                self.dir.path().join("coinpulse.db").display().to_string(),
+            )
             .env("BIND", format!("127.0.0.1:{}", self.http_port))
             .env("PUBLIC_URL", format!("http://127.0.0.1:{}", self.http_port))
             .env("MQTT_LISTEN", format!("127.0.0.1:{}", self.mqtt_port))
@@ -163,10 +171,23 @@ async fn pulses_paid_while_the_cabinet_was_away_survive_a_kill() {
     let mut seed_cab = app.connect_cabinet(&seed, &seed_secret, false).await;
     let (a, _) = drain(&mut acking_cab, 5, Duration::from_secs(15)).await;
     let (s, s_repeats) = drain(&mut seed_cab, 5, Duration::from_secs(15)).await;
-    assert_eq!(a.len(), 5, "acking cabinet credits after restart; log:\n{}", server.log());
-    assert_eq!(s.len(), 5, "seed cabinet credits after restart; log:\n{}", server.log());
+    assert_eq!(
+        a.len(),
+        5,
+        "acking cabinet credits after restart; log:\n{}",
+        server.log()
+    );
+    assert_eq!(
+        s.len(),
+        5,
+        "seed cabinet credits after restart; log:\n{}",
+        server.log()
+    );
     assert_eq!(s_repeats, 0, "a seed cabinet was sent a pulse twice");
-    assert!(s.iter().all(|id| !first.contains(id)), "an old pulse was sent again");
+    assert!(
+        s.iter().all(|id| !first.contains(id)),
+        "an old pulse was sent again"
+    );
     app.eventually("every pulse acked or handed", || async {
         app.status().await["pulses_pending"] == 0
     })
@@ -195,7 +216,12 @@ async fn kill_while_delivering_loses_nothing() {
     let _app = server.start().await;
     let (rest, _) = drain(&mut cab, 10 - seen.len(), Duration::from_secs(20)).await;
     seen.extend(rest);
-    assert_eq!(seen.len(), 10, "all ten paid pulses credited once; log:\n{}", server.log());
+    assert_eq!(
+        seen.len(),
+        10,
+        "all ten paid pulses credited once; log:\n{}",
+        server.log()
+    );
 }
 
 #[tokio::test]
@@ -235,7 +261,14 @@ async fn two_hundred_payments_with_a_kill_mid_stream_are_each_credited_once() {
             let res = tokio::time::timeout(Duration::from_secs(5), async {
                 app.http
                     .post(format!("{}/webhooks/stripe", app.base))
-                    .header("Stripe-Signature", coinpulse::stripe::webhook::sign(WEBHOOK_SECRET, chrono::Utc::now().timestamp(), ev.to_string().as_bytes()))
+                    .header(
+                        "Stripe-Signature",
+                        coinpulse::stripe::webhook::sign(
+                            WEBHOOK_SECRET,
+                            chrono::Utc::now().timestamp(),
+                            ev.to_string().as_bytes(),
+                        ),
+                    )
                     .body(ev.to_string())
                     .send()
                     .await
@@ -268,7 +301,13 @@ async fn two_hundred_payments_with_a_kill_mid_stream_are_each_credited_once() {
         let (credited, repeats) = drain(cab, 50, Duration::from_secs(30)).await;
         let unique_ids: HashSet<_> = credited.iter().cloned().collect();
         assert_eq!(unique_ids.len(), credited.len());
-        assert_eq!(credited.len(), 50, "cabinet {n} got {} of 50; log:\n{}", credited.len(), server.log());
+        assert_eq!(
+            credited.len(),
+            50,
+            "cabinet {n} got {} of 50; log:\n{}",
+            credited.len(),
+            server.log()
+        );
         if n < seeds {
             assert_eq!(repeats, 0, "seed-like cabinet {n} was sent a pulse twice");
         }
@@ -311,5 +350,9 @@ async fn online_spam_from_another_login_redelivers_nothing() {
             .await;
     }
     let (more, repeats) = drain(&mut seed_cab, 0, Duration::from_secs(2)).await;
-    assert_eq!((more.len(), repeats), (0, 0), "the seed cabinet was re-credited");
+    assert_eq!(
+        (more.len(), repeats),
+        (0, 0),
+        "the seed cabinet was re-credited"
+    );
 }

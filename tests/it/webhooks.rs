@@ -401,7 +401,10 @@ async fn refunds_arriving_out_of_order_never_go_backwards() {
     assert_eq!(app.post_webhook(&refund(300, true)).await.0, 200);
     assert_eq!(app.post_webhook(&refund(100, false)).await.0, 200);
     let p = &app.payments(&cab.machine_id).await[0];
-    assert_eq!((p["status"].as_str(), p["refunded_minor"].as_i64()), (Some("refunded"), Some(300)));
+    assert_eq!(
+        (p["status"].as_str(), p["refunded_minor"].as_i64()),
+        (Some("refunded"), Some(300))
+    );
 }
 
 #[tokio::test]
@@ -415,7 +418,11 @@ async fn a_payment_link_payment_ignores_client_reference_id() {
     s["client_reference_id"] = json!(cab.machine_id);
     s["payment_link"] = json!("plink_123");
     let (status, body) = app
-        .post_webhook(&session_event("checkout.session.completed", &unique("evt"), s))
+        .post_webhook(&session_event(
+            "checkout.session.completed",
+            &unique("evt"),
+            s,
+        ))
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["outcome"], "review", "{body}");
@@ -425,7 +432,11 @@ async fn a_payment_link_payment_ignores_client_reference_id() {
     let mut s = session(&unique("cs_test"), &cab.machine_id, 300, "usd", "paid");
     s["payment_link"] = json!("plink_123");
     let (_, body) = app
-        .post_webhook(&session_event("checkout.session.completed", &unique("evt"), s))
+        .post_webhook(&session_event(
+            "checkout.session.completed",
+            &unique("evt"),
+            s,
+        ))
         .await;
     assert_eq!(body["outcome"], "credited", "{body}");
     assert_eq!(cab.expect_credit().await.credits, 3);
