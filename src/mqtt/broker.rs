@@ -589,6 +589,16 @@ impl Events {
         let state = self.0.inner.state.lock().expect("broker state");
         state.owners.get(client_id).cloned()
     }
+
+    /// Tells the dispatcher the cabinet can be sent its pending pulses now.
+    async fn subscribed(&self, machine_id: String) {
+        let _ = self
+            .0
+            .inner
+            .events
+            .send(BrokerEvent::Subscribed(machine_id))
+            .await;
+    }
 }
 
 impl BrokerEventHandler for Events {
@@ -611,12 +621,7 @@ impl BrokerEventHandler for Events {
             }
             // A resumed session keeps its subscription without a new SUBSCRIBE.
             if !event.clean_start {
-                let _ = self
-                    .0
-                    .inner
-                    .events
-                    .send(BrokerEvent::Subscribed(machine_id))
-                    .await;
+                self.subscribed(machine_id).await;
             }
         })
     }
@@ -640,12 +645,7 @@ impl BrokerEventHandler for Events {
                     )
             });
             if granted {
-                let _ = self
-                    .0
-                    .inner
-                    .events
-                    .send(BrokerEvent::Subscribed(machine_id))
-                    .await;
+                self.subscribed(machine_id).await;
             }
         })
     }
