@@ -38,8 +38,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     cabinets: usize,
     /// Acking cabinets sharing the fleet run's webhooks …
-    #[arg(long, default_value_t = 128)]
-    fleet: usize,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    fleet: u32,
     /// … at this many webhooks per second, for `rate_seconds`.
     #[arg(long, default_value_t = 1_250)]
     fleet_rate: u64,
@@ -240,21 +240,8 @@ async fn receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<
     let topics = Topics::new("arcade/machine");
     let ack_topic = topics.ack(machine_id);
     client.set_message_callback(move |cli, msg| {
-        let now = Instant::now();
-        if let Some(m) = msg {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(m.payload()) {
-                if let Some(c) = v["credits"].as_i64() {
-                    sink.lock()
-                        .unwrap()
-                        .entry(c)
-                        .and_modify(|e| e.1 += 1)
-                        .or_insert((now, 1));
-                }
-                if let Some(id) = v["id"].as_str() {
-                    let ack = serde_json::json!({ "id": id }).to_string();
-                    cli.publish(paho::Message::new(ack_topic.as_str(), ack, paho::QOS_1));
-                }
-            }
+        if let Some(ack) = msg.and_then(|m| arrived(&sink, m.payload())) {
+            cli.publish(paho::Message::new(ack_topic.as_str(), ack, paho::QOS_1));
         }
     });
     client
@@ -278,6 +265,22 @@ async fn receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<
     })
 }
 
+/// Records when a pulse (keyed by its `credits`) arrived, counting repeats; returns the ack
+/// to send for it.
+fn arrived(sink: &Mutex<HashMap<i64, (Instant, u32)>>, payload: &[u8]) -> Option<String> {
+    let now = Instant::now();
+    let v = serde_json::from_slice::<serde_json::Value>(payload).ok()?;
+    if let Some(c) = v["credits"].as_i64() {
+        sink.lock()
+            .unwrap()
+            .entry(c)
+            .and_modify(|e| e.1 += 1)
+            .or_insert((now, 1));
+    }
+    let id = v["id"].as_str()?;
+    Some(serde_json::json!({ "id": id }).to_string())
+}
+
 /// A fleet cabinet as an MQTT 5 client (the `mqtt5` crate's, async on this runtime) that
 /// acks every pulse, as a real cabinet does.
 async fn fleet_receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<Receiver> {
@@ -297,19 +300,7 @@ async fn fleet_receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::R
     let ack_topic = topics.ack(machine_id);
     client
         .subscribe(topics.coinpulse(machine_id), move |m| {
-            let now = Instant::now();
-            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
-                return;
-            };
-            if let Some(c) = v["credits"].as_i64() {
-                sink.lock()
-                    .unwrap()
-                    .entry(c)
-                    .and_modify(|e| e.1 += 1)
-                    .or_insert((now, 1));
-            }
-            if let Some(id) = v["id"].as_str() {
-                let ack = serde_json::json!({ "id": id }).to_string();
+            if let Some(ack) = arrived(&sink, &m.payload) {
                 let (acker, topic) = (acker.clone(), ack_topic.clone());
                 tokio::spawn(async move {
                     let _ = acker.publish_qos1(topic, ack.into_bytes()).await;
@@ -479,11 +470,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // 2b. Many acking cabinets sharing a steady stream.
     let fleet_total = (args.fleet_rate * args.rate_seconds) as usize;
-    let per_cabinet = fleet_total.div_ceil(args.fleet.max(1));
-    let pb = bar(args.fleet as u64, "fleet cabinets");
+    let fleet_size = args.fleet as usize;
+    let pb = bar(fleet_size as u64, "fleet cabinets");
     // MQTT 5 clients on this process's runtime: paho's one network thread per process
     // takes about a second to add each new connection, too slow for a fleet.
-    let joins: Vec<_> = (0..args.fleet)
+    let joins: Vec<_> = (0..fleet_size)
         .map(|i| {
             let (client, base, mqtt, pb) = (
                 client.clone(),
@@ -500,7 +491,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             })
         })
         .collect();
-    let mut fleet = Vec::with_capacity(args.fleet);
+    let mut fleet = Vec::with_capacity(fleet_size);
     for j in futures::future::join_all(joins).await {
         fleet.push(j??);
     }
@@ -508,14 +499,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let sent_at: Arc<Mutex<HashMap<(usize, i64), Instant>>> = Arc::default();
     let pb = bar(
         fleet_total as u64,
-        &format!("{} cabinets at {}/s", args.fleet, args.fleet_rate),
+        &format!("{} cabinets at {}/s", fleet_size, args.fleet_rate),
     );
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.fleet_rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut handles = Vec::with_capacity(fleet_total);
     for i in 0..fleet_total {
-        let cab = i % args.fleet;
-        let seq = (i / args.fleet) as i64 + 1;
+        let cab = i % fleet_size;
+        let seq = (i / fleet_size) as i64 + 1;
         let (body, sig) = webhook(&fleet[cab].0, seq);
         tick.tick().await;
         let (client, url, sent_at) = (client.clone(), url.clone(), sent_at.clone());
@@ -533,9 +524,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .count();
     // One deadline for the whole fleet: a missing pulse shows in the count, not as a hang.
     let deadline = Instant::now() + Duration::from_secs(10);
-    for (_, rx) in &fleet {
+    for (cab, (_, rx)) in fleet.iter().enumerate() {
+        // Webhook i went to cabinet i % fleet.
+        let expected = fleet_total / fleet_size + usize::from(cab < fleet_total % fleet_size);
         let left = deadline.saturating_duration_since(Instant::now());
-        wait_for(rx, per_cabinet.min(fleet_total), left).await;
+        wait_for(rx, expected, left).await;
     }
     let (mut lat, mut late, mut doubled) = (Vec::new(), 0usize, 0usize);
     {
@@ -553,7 +546,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let received = lat.len();
     report.push((
-        format!("webhook → pulse, {} acking cabinets at {}/s", args.fleet, args.fleet_rate),
+        format!("webhook → pulse, {} acking cabinets at {}/s", fleet_size, args.fleet_rate),
         format!(
             "{} ; {ok}/{fleet_total} answered 200, {received} received, {late} later than 2 s, {doubled} twice",
             summary(lat)

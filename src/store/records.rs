@@ -198,22 +198,18 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<OutboxPulse>, StoreError> {
         let (after_created, after_id) = after.unwrap_or(("", ""));
-        let rows = sqlx::query(
-            "SELECT p.id, p.machine_id, p.payload, p.created_at, c.acks_pulses \
-             FROM pulses p JOIN cabinets c ON c.machine_id = p.machine_id \
-             WHERE p.published_at IS NULL \
+        let sql = format!(
+            "{OUTBOX_SELECT} WHERE p.published_at IS NULL \
              AND (p.created_at > $1 OR (p.created_at = $1 AND p.id > $2)) \
-             ORDER BY p.created_at, p.id LIMIT $3",
-        )
-        .bind(after_created)
-        .bind(after_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(outbox_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(Into::into)
+             ORDER BY p.created_at, p.id LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after_created)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        outbox_from_rows(&rows)
     }
 
     /// Published but never acknowledged pulses of a cabinet that acknowledges, newer
@@ -223,37 +219,29 @@ impl Store {
         machine_id: &str,
         since: &str,
     ) -> Result<Vec<OutboxPulse>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT p.id, p.machine_id, p.payload, p.created_at, c.acks_pulses \
-             FROM pulses p JOIN cabinets c ON c.machine_id = p.machine_id \
-             WHERE p.machine_id = $1 AND p.acked_at IS NULL AND p.created_at >= $2 \
-             ORDER BY p.created_at, p.id LIMIT 100",
-        )
-        .bind(machine_id)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(outbox_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(Into::into)
+        let sql = format!(
+            "{OUTBOX_SELECT} WHERE p.machine_id = $1 AND p.acked_at IS NULL \
+             AND p.created_at >= $2 ORDER BY p.created_at, p.id LIMIT 100"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(machine_id)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?;
+        outbox_from_rows(&rows)
     }
 
     /// A cabinet's pulses never handed to the broker, oldest first.
     pub async fn unhanded_pulses(&self, machine_id: &str) -> Result<Vec<OutboxPulse>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT p.id, p.machine_id, p.payload, p.created_at, c.acks_pulses \
-             FROM pulses p JOIN cabinets c ON c.machine_id = p.machine_id \
-             WHERE p.machine_id = $1 AND p.published_at IS NULL \
-             ORDER BY p.created_at, p.id LIMIT 500",
-        )
-        .bind(machine_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(outbox_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(Into::into)
+        let sql = format!(
+            "{OUTBOX_SELECT} WHERE p.machine_id = $1 AND p.published_at IS NULL \
+             ORDER BY p.created_at, p.id LIMIT 500"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(machine_id)
+            .fetch_all(&self.pool)
+            .await?;
+        outbox_from_rows(&rows)
     }
 
     pub async fn count_unpublished(&self) -> Result<i64, StoreError> {
@@ -262,6 +250,17 @@ impl Store {
             .await?;
         Ok(n)
     }
+}
+
+/// An outbox pulse with whether its cabinet acks; the three outbox queries add their WHERE.
+const OUTBOX_SELECT: &str = "SELECT p.id, p.machine_id, p.payload, p.created_at, c.acks_pulses \
+     FROM pulses p JOIN cabinets c ON c.machine_id = p.machine_id";
+
+fn outbox_from_rows(rows: &[AnyRow]) -> Result<Vec<OutboxPulse>, StoreError> {
+    rows.iter()
+        .map(outbox_from_row)
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
 }
 
 fn outbox_from_row(r: &AnyRow) -> Result<OutboxPulse, sqlx::Error> {
