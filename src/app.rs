@@ -13,13 +13,13 @@ use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
 
 use crate::config::Settings;
+use crate::delivery::{Dispatcher, Outlet, Relay, MAX_INFLIGHT};
+use crate::domain::Keys;
 use crate::mqtt::connection::{self, Target};
-use crate::mqtt::dispatcher::{self, Dispatcher};
 use crate::mqtt::{broker, inbound, MqttStats, Topics, INTERNAL_USER};
-use crate::payments::Keys;
 use crate::store::Store;
 use crate::web::{configure, AppState};
-use crate::writer::Writer;
+use crate::writer::{self, Writer};
 
 pub struct Application {
     http: actix_web::dev::Server,
@@ -53,8 +53,7 @@ impl StopHandle {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let master = settings.master_key()?;
-        let keys = Keys::new(master);
+        let keys = Keys::new(settings.master_key()?);
         let store = Store::connect_with(&settings.database_url, settings.database_max_connections)
             .await
             .with_context(|| {
@@ -67,87 +66,40 @@ impl Application {
         let stats = Arc::new(MqttStats::default());
 
         // Bounded everywhere: a flood from MQTT slows its sender, never grows the heap.
-        let (outbox_tx, outbox_rx) = mpsc::channel(dispatcher::MAX_INFLIGHT);
+        let (outbox_tx, outbox_rx) = mpsc::channel(MAX_INFLIGHT);
         let (signal_tx, signal_rx) = mpsc::channel(1_024);
         let (inbound_tx, inbound_rx) = mpsc::channel(4_096);
         let (broker_tx, broker_rx) = mpsc::channel(4_096);
 
-        let (target, embedded, broker_label) = match &settings.mqtt_url {
-            None => {
-                let tls = match (
-                    settings.mqtt_tls_listen,
-                    &settings.mqtt_tls_cert,
-                    &settings.mqtt_tls_key,
-                ) {
-                    (Some(addr), Some(cert), Some(key)) => Some(broker::TlsListen {
-                        addr,
-                        cert: cert.clone(),
-                        key: key.clone(),
-                    }),
-                    _ => None,
-                };
-                let embedded = broker::start(
-                    broker::BrokerOptions {
-                        listen: settings.mqtt_listen,
-                        tls,
-                        topics: topics.clone(),
-                        internal_password: keys.internal_mqtt_password(),
-                        server_client_id: settings.mqtt_client_id.clone(),
-                    },
-                    store.clone(),
-                    broker_tx,
-                )
-                .await?;
-                let target = Target {
-                    uri: format!("tcp://{}", broker::local_target(embedded.addr)),
-                    username: Some(INTERNAL_USER.to_owned()),
-                    password: Some(keys.internal_mqtt_password()),
-                    ca_file: None,
-                    client_id: settings.mqtt_client_id.clone(),
-                };
-                let label = format!("embedded, mqtt://{}", embedded.addr);
-                (target, Some(Arc::new(embedded)), label)
-            }
-            Some(url) => {
-                let target = Target {
-                    uri: url.clone(),
-                    username: settings.mqtt_username.clone(),
-                    password: settings
-                        .mqtt_password
-                        .as_ref()
-                        .map(|p| p.expose().to_owned()),
-                    ca_file: settings.mqtt_ca_file.clone(),
-                    client_id: settings.mqtt_client_id.clone(),
-                };
-                (target, None, url.clone())
-            }
-        };
-        let broker_addr = embedded.as_ref().map(|b| b.addr);
-        let broker_tls_addr = embedded.as_ref().and_then(|b| b.tls_addr);
-        let presence = embedded.as_ref().map(|b| b.presence.clone());
+        let broker = MqttSide::start(&settings, &keys, &store, &topics, broker_tx).await?;
+        let presence = broker.embedded.as_ref().map(|b| b.presence.clone());
+        let mqtt = connection::start(&broker.target, stats.clone(), inbound_tx, signal_tx.clone())
+            .map_err(|e| anyhow::anyhow!("MQTT_URL: cannot use {}: {e}", broker.target.uri))?;
 
-        let mqtt = connection::start(&target, stats.clone(), inbound_tx, signal_tx.clone())
-            .map_err(|e| anyhow::anyhow!("MQTT_URL: cannot use {}: {e}", target.uri))?;
         let relay = match &presence {
-            Some(presence) => crate::writer::Relay::Embedded {
+            Some(presence) => Relay::Embedded {
                 presence: presence.clone(),
                 topics: topics.clone(),
             },
-            None => crate::writer::Relay::External {
+            None => Relay::External {
                 client: mqtt.clone(),
                 topics: topics.clone(),
                 stats: stats.clone(),
             },
         };
-        let (writer, writer_task) =
-            Writer::spawn(store.clone(), keys.clone(), Some(relay), outbox_tx);
-        let outlet = match &presence {
-            Some(p) => dispatcher::Outlet::Embedded(p.clone()),
-            None => dispatcher::Outlet::External(mqtt.clone()),
+        let core = writer::Core {
+            store: store.clone(),
+            keys: keys.clone(),
+            relay: Some(relay),
+            stats: stats.clone(),
         };
+        let (writer, writer_task) = Writer::spawn(core, outbox_tx);
         let dispatcher = Dispatcher {
             client: mqtt.clone(),
-            outlet,
+            outlet: match &presence {
+                Some(p) => Outlet::Embedded(p.clone()),
+                None => Outlet::External(mqtt.clone()),
+            },
             topics: topics.clone(),
             store: store.clone(),
             writer: writer.clone(),
@@ -162,43 +114,33 @@ impl Application {
             signal_tx,
         ));
 
-        let state = web::Data::new(AppState {
+        let broker_addr = broker.embedded.as_ref().map(|b| b.addr);
+        let broker_tls_addr = broker.embedded.as_ref().and_then(|b| b.tls_addr);
+        let state = AppState {
             store: store.clone(),
             writer,
             settings: Arc::new(settings.clone()),
-            keys,
-            stats,
-            mqtt: mqtt.clone(),
-            topics,
-            broker: broker_label.clone(),
-            mqtt_port: broker_addr.map(|a| a.port()),
-            mqtt_tls_port: broker_tls_addr.map(|a| a.port()),
-            presence,
-            qr: crate::qr::QrCache::default(),
-            limits: Default::default(),
             stripe: crate::stripe::api::StripeApi::new(
                 &settings.stripe_api_base,
                 settings.stripe_secret_key.as_ref().map(|k| k.expose()),
                 settings.allow_promotion_codes,
             ),
-        });
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .wrap(TracingLogger::default())
-                // Phones on weak arcade Wi-Fi get pages gzipped when they ask for it.
-                .wrap(actix_web::middleware::Compress::default())
-                .configure(configure)
-        })
-        .shutdown_timeout(10)
-        .bind(settings.bind)
-        .with_context(|| format!("BIND: cannot listen on {}", settings.bind))?;
-        let http_addr = server.addrs()[0];
-        let http = server.run();
+            keys,
+            stats,
+            mqtt: mqtt.clone(),
+            topics,
+            broker: broker.label.clone(),
+            mqtt_port: broker_addr.map(|a| a.port()),
+            mqtt_tls_port: broker_tls_addr.map(|a| a.port()),
+            presence,
+            qr: crate::qr::QrCache::default(),
+            limits: Default::default(),
+        };
+        let (http, http_addr) = serve_http(state, settings.bind)?;
         tracing::info!(
             http = %http_addr,
             public_url = %settings.public_url,
-            broker = %broker_label,
+            broker = %broker.label,
             database = %redact_url(&settings.database_url),
             startup_ms = started.elapsed().as_millis() as u64,
             "coinpulse ready"
@@ -208,7 +150,7 @@ impl Application {
             http_addr,
             broker_addr,
             broker_tls_addr,
-            broker: embedded,
+            broker: broker.embedded,
             store,
             mqtt,
             tasks: vec![
@@ -269,6 +211,97 @@ impl Application {
         tracing::info!("coinpulse stopped");
         result
     }
+}
+
+/// The broker side: the embedded broker (without MQTT_URL) or the external one's address,
+/// and how the server's own client reaches it.
+struct MqttSide {
+    target: Target,
+    embedded: Option<Arc<broker::EmbeddedBroker>>,
+    /// For logs and installers: `embedded, mqtt://…` or the external URL.
+    label: String,
+}
+
+impl MqttSide {
+    async fn start(
+        settings: &Settings,
+        keys: &Keys,
+        store: &Store,
+        topics: &Topics,
+        events: mpsc::Sender<broker::BrokerEvent>,
+    ) -> anyhow::Result<Self> {
+        if let Some(url) = &settings.mqtt_url {
+            return Ok(Self {
+                target: Target {
+                    uri: url.clone(),
+                    username: settings.mqtt_username.clone(),
+                    password: settings
+                        .mqtt_password
+                        .as_ref()
+                        .map(|p| p.expose().to_owned()),
+                    ca_file: settings.mqtt_ca_file.clone(),
+                    client_id: settings.mqtt_client_id.clone(),
+                },
+                embedded: None,
+                label: url.clone(),
+            });
+        }
+        let tls = match (
+            &settings.mqtt_tls_listen,
+            &settings.mqtt_tls_cert,
+            &settings.mqtt_tls_key,
+        ) {
+            (Some(addr), Some(cert), Some(key)) => Some(broker::TlsListen {
+                addr: *addr,
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        let options = broker::BrokerOptions {
+            listen: settings.mqtt_listen,
+            tls,
+            topics: topics.clone(),
+            internal_password: keys.internal_mqtt_password(),
+            server_client_id: settings.mqtt_client_id.clone(),
+        };
+        let embedded = broker::start(options, store.clone(), events).await?;
+        Ok(Self {
+            target: Target {
+                uri: format!("tcp://{}", broker::local_target(embedded.addr)),
+                username: Some(INTERNAL_USER.to_owned()),
+                password: Some(keys.internal_mqtt_password()),
+                ca_file: None,
+                client_id: settings.mqtt_client_id.clone(),
+            },
+            label: format!("embedded, mqtt://{}", embedded.addr),
+            embedded: Some(Arc::new(embedded)),
+        })
+    }
+}
+
+/// Starts the web server on `bind`.
+fn serve_http(
+    state: AppState,
+    bind: SocketAddr,
+) -> anyhow::Result<(actix_web::dev::Server, SocketAddr)> {
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(
+                crate::error::render_html_errors,
+            ))
+            .wrap(TracingLogger::default())
+            // Phones on weak arcade Wi-Fi get pages gzipped when they ask for it.
+            .wrap(actix_web::middleware::Compress::default())
+            .configure(configure)
+    })
+    .shutdown_timeout(10)
+    .bind(bind)
+    .with_context(|| format!("BIND: cannot listen on {bind}"))?;
+    let addr = server.addrs()[0];
+    Ok((server.run(), addr))
 }
 
 /// A database URL with any password replaced, for logs.

@@ -2,8 +2,8 @@
 //! registration with a fresh secret, price changes and secret rotation.
 
 use crate::domain::{hash_cabinet_secret, random_token, Currency, MachineId};
-use crate::payments::Keys;
-use crate::store::{Cabinet, CabinetPatch, NewCabinet, Store, StoreError};
+use crate::domain::{Cabinet, Keys};
+use crate::store::{CabinetPatch, NewCabinet, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CabinetError {
@@ -83,15 +83,16 @@ fn price(p: i64) -> Result<i64, CabinetError> {
 
 /// A price must be chargeable in its currency under Stripe's rules.
 fn check_price_in(price_minor: i64, currency: &str) -> Result<(), CabinetError> {
-    let c = Currency::parse(currency).map_err(|e| CabinetError::Invalid("currency", e))?;
+    let c =
+        Currency::parse(currency).map_err(|e| CabinetError::Invalid("currency", e.to_string()))?;
     c.check_amount(price_minor)
-        .map_err(|e| CabinetError::Invalid("price_minor", e))
+        .map_err(|e| CabinetError::Invalid("price_minor", e.to_string()))
 }
 
 fn currency(c: &str) -> Result<String, CabinetError> {
     Currency::parse(c)
         .map(|c| c.as_str().to_owned())
-        .map_err(|e| CabinetError::Invalid("currency", e))
+        .map_err(|e| CabinetError::Invalid("currency", e.to_string()))
 }
 
 pub async fn register(
@@ -224,10 +225,10 @@ pub async fn set_bundles(
     cabinet: &Cabinet,
     bundles: &[crate::domain::Bundle],
 ) -> Result<Vec<crate::domain::Bundle>, CabinetError> {
-    let currency =
-        Currency::parse(&cabinet.currency).map_err(|e| CabinetError::Invalid("currency", e))?;
+    let currency = Currency::parse(&cabinet.currency)
+        .map_err(|e| CabinetError::Invalid("currency", e.to_string()))?;
     let valid = crate::domain::validate_bundles(bundles, &currency)
-        .map_err(|e| CabinetError::Invalid("bundles", e))?;
+        .map_err(|e| CabinetError::Invalid("bundles", e.to_string()))?;
     store.set_bundles(&cabinet.machine_id, &valid).await?;
     tracing::info!(machine_id = %cabinet.machine_id, count = valid.len(), "bundles updated");
     Ok(valid)

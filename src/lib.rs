@@ -4,11 +4,14 @@
 pub mod app;
 pub mod cabinet_sim;
 pub mod cabinets;
+pub mod checkout;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod mqtt;
+pub mod payment_links;
 pub mod payments;
 pub mod qr;
 pub mod store;

@@ -1,30 +1,42 @@
 //! The single database writer. Every write on the hot paths (webhooks, pulse delivery
 //! state, plays, cabinet status) is queued here and committed in batches: one fsync for
 //! many requests (group commit), and no lock contention between writers.
+//!
+//! Each request carries its own typed reply. [`Core::commit_batch`] is one step of the
+//! loop (one transaction), callable on its own by tests.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::now_db;
-use crate::mqtt::broker::Presence;
-use crate::mqtt::Topics;
-use crate::payments::{self, Batch, Keys, WebhookOutcome};
-use crate::store::tx::{self, NewPlay};
-use crate::store::{OutboxPulse, Store};
+use crate::delivery::relay::{relay_now, Relay};
+use crate::domain::{now_db, Keys};
+use crate::mqtt::MqttStats;
+use crate::payments::{self, WebhookOutcome};
+use crate::store::{AckOutcome, NewPlay, OutboxPulse, Store, StoreError, Tx};
 use crate::stripe::webhook::Event;
-
-/// Acks ignored because they named no pulse of the acking cabinet (shown in `/status`).
-pub static ACKS_IGNORED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Requests one transaction may hold. Large enough to amortise the fsync, small enough
 /// that the first request in a batch is not kept waiting.
 const MAX_BATCH: usize = 512;
+/// Requests each lane may queue before senders wait.
+const LANE_CAPACITY: usize = 16_384;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     #[error("database unavailable: {0}")]
-    Database(String),
+    Database(Arc<StoreError>),
     #[error("the writer has stopped")]
     Closed,
+    #[error("the write was not applied")]
+    NotApplied,
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        Self::Database(Arc::new(e))
+    }
 }
 
 /// A game over, from MQTT or HTTP.
@@ -66,103 +78,92 @@ impl PlayInput {
     }
 }
 
-/// Where the writer hands new pulses the moment they are committed, with no queue or task
-/// between the fsync and the broker. A seed cabinet's pulse is marked handed in that same
-/// commit, so no crash can make it go out twice, and the gap in which a crash could lose
-/// it is as short as it can be (see `mqtt::dispatcher`).
-#[derive(Clone)]
-pub enum Relay {
-    /// Every pulse whose cabinet has a live subscription, into the embedded broker's router.
-    Embedded { presence: Presence, topics: Topics },
-    /// Seed cabinets' pulses, through the server's connection to an external broker (pulses
-    /// for cabinets that ack go through the dispatcher, which marks them on PUBACK).
-    External {
-        client: paho_mqtt::AsyncClient,
-        topics: Topics,
-        stats: std::sync::Arc<crate::mqtt::MqttStats>,
+type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
+
+/// One queued write with its typed reply, and, once applied, its typed result. Fire-and-
+/// forget writes (from MQTT) have no reply.
+enum Request {
+    Webhook {
+        event: Box<Event>,
+        reply: Reply<WebhookOutcome>,
+        done: Option<WebhookOutcome>,
     },
-}
-
-impl Relay {
-    /// Whether this pulse can be handed over right now.
-    async fn takes(&self, p: &OutboxPulse) -> bool {
-        match self {
-            Self::Embedded { presence, .. } => presence.deliverable(&p.machine_id).await,
-            Self::External { stats, .. } => !p.acks && stats.is_connected(),
-        }
-    }
-
-    async fn hand(&self, store: &Store, p: &OutboxPulse) -> bool {
-        match self {
-            Self::Embedded { presence, topics } => {
-                presence
-                    .route(&topics.coinpulse(&p.machine_id), &p.payload)
-                    .await
-            }
-            Self::External { client, topics, .. } => {
-                let msg = paho_mqtt::Message::new(
-                    topics.coinpulse(&p.machine_id),
-                    p.payload.as_bytes(),
-                    paho_mqtt::QOS_1,
-                );
-                // paho's own thread writes it to the socket at once; the PUBACK is
-                // awaited off the writer's path, and a failure takes the mark back.
-                let token = client.publish(msg);
-                let (store, id) = (store.clone(), p.id.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = token.await {
-                        tracing::warn!(pulse_id = %id, error = %e, "pulse publish failed; will retry");
-                        unmark(&store, &id).await;
-                    }
-                });
-                true
-            }
-        }
-    }
-}
-
-async fn unmark(store: &Store, id: &str) {
-    let unmark = async {
-        let mut conn = store.pool().acquire().await?;
-        tx::unmark_published(&mut conn, &[id.to_owned()]).await
-    };
-    if let Err(e) = unmark.await {
-        tracing::error!(pulse_id = %id, error = %e, "pulse not sent but marked handed; resend it by hand");
-    }
-}
-
-#[derive(Debug)]
-enum Op {
-    Webhook(Box<Event>),
     Grant {
         machine_id: String,
         credits: i64,
         reason: String,
+        reply: Reply<Option<OutboxPulse>>,
+        done: Option<Option<OutboxPulse>>,
     },
-    Published(Vec<String>),
-    Unpublished(Vec<String>),
-    Acked {
+    /// Pulses handed to the broker.
+    Handed { ids: Vec<String>, reply: Reply<()> },
+    /// Handed marks taken back: those pulses were not sent after all.
+    Unhanded { ids: Vec<String>, reply: Reply<()> },
+    Ack {
         machine_id: String,
         pulse_id: String,
+        reply: Option<Reply<bool>>,
+        done: bool,
     },
-    Play(PlayInput),
+    Play {
+        play: PlayInput,
+        reply: Option<Reply<bool>>,
+        done: bool,
+    },
     Status {
         machine_id: String,
         online: bool,
+        reply: Option<Reply<bool>>,
+        done: bool,
     },
 }
 
-#[derive(Debug)]
-enum Done {
-    Webhook(WebhookOutcome),
-    Grant(Option<OutboxPulse>),
-    Flag(bool),
-    Nothing,
-}
+impl Request {
+    /// Money (webhooks, operator grants) or bookkeeping (everything else).
+    fn is_money(&self) -> bool {
+        match self {
+            Self::Webhook { .. } | Self::Grant { .. } => true,
+            Self::Handed { .. }
+            | Self::Unhanded { .. }
+            | Self::Ack { .. }
+            | Self::Play { .. }
+            | Self::Status { .. } => false,
+        }
+    }
 
-struct Command {
-    op: Op,
-    reply: Option<oneshot::Sender<Result<Done, WriteError>>>,
+    /// The pulse this request queued, once applied.
+    fn new_pulse(&mut self) -> Option<&mut OutboxPulse> {
+        match self {
+            Self::Webhook { done, .. } => done.as_mut().and_then(|o| o.pulse.as_mut()),
+            Self::Grant { done, .. } => done.as_mut().and_then(Option::as_mut),
+            _ => None,
+        }
+    }
+
+    /// Sends the reply: the applied result once `committed` is Ok, else the error.
+    fn answer(self, committed: Result<(), WriteError>) {
+        fn send<T>(reply: Reply<T>, r: Result<T, WriteError>) {
+            // The caller may have gone away (a client hung up); nothing to tell then.
+            let _ = reply.send(r);
+        }
+        let missing = || WriteError::NotApplied;
+        match self {
+            Self::Webhook { reply, done, .. } => {
+                send(reply, committed.and_then(|()| done.ok_or_else(missing)))
+            }
+            Self::Grant { reply, done, .. } => {
+                send(reply, committed.and_then(|()| done.ok_or_else(missing)))
+            }
+            Self::Handed { reply, .. } | Self::Unhanded { reply, .. } => send(reply, committed),
+            Self::Ack { reply, done, .. }
+            | Self::Play { reply, done, .. }
+            | Self::Status { reply, done, .. } => {
+                if let Some(reply) = reply {
+                    send(reply, committed.map(|()| done));
+                }
+            }
+        }
+    }
 }
 
 /// Handle for queueing writes. Cheap to clone.
@@ -172,70 +173,46 @@ struct Command {
 /// messages can delay a webhook's commit by one batch at most.
 #[derive(Clone)]
 pub struct Writer {
-    money: mpsc::Sender<Command>,
-    bookkeeping: mpsc::Sender<Command>,
-}
-
-#[derive(Clone, Copy)]
-enum Lane {
-    Money,
-    Bookkeeping,
-}
-
-impl Op {
-    fn lane(&self) -> Lane {
-        match self {
-            Op::Webhook(_) | Op::Grant { .. } => Lane::Money,
-            _ => Lane::Bookkeeping,
-        }
-    }
+    money: mpsc::Sender<Request>,
+    bookkeeping: mpsc::Sender<Request>,
 }
 
 impl Writer {
-    /// Starts the writer task. New pulses are handed to `outbox` right after each commit.
+    /// Starts the writer task. New pulses are handed to `relay` right after each commit,
+    /// then to `outbox` (the dispatcher).
     pub fn spawn(
-        store: Store,
-        keys: Keys,
-        relay: Option<Relay>,
+        core: Core,
         outbox: mpsc::Sender<OutboxPulse>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (money, money_rx) = mpsc::channel(16_384);
-        let (bookkeeping, bookkeeping_rx) = mpsc::channel(16_384);
-        let task = tokio::spawn(run(store, keys, relay, money_rx, bookkeeping_rx, outbox));
+        let (money, money_rx) = mpsc::channel(LANE_CAPACITY);
+        let (bookkeeping, bookkeeping_rx) = mpsc::channel(LANE_CAPACITY);
+        let task = tokio::spawn(core.run(money_rx, bookkeeping_rx, outbox));
         (Self { money, bookkeeping }, task)
     }
 
-    fn lane(&self, op: &Op) -> &mpsc::Sender<Command> {
-        match op.lane() {
-            Lane::Money => &self.money,
-            Lane::Bookkeeping => &self.bookkeeping,
-        }
+    async fn queue(&self, r: Request) -> Result<(), WriteError> {
+        let lane = if r.is_money() {
+            &self.money
+        } else {
+            &self.bookkeeping
+        };
+        lane.send(r).await.map_err(|_| WriteError::Closed)
     }
 
-    async fn call(&self, op: Op) -> Result<Done, WriteError> {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> Result<T, WriteError> {
         let (reply, rx) = oneshot::channel();
-        self.lane(&op)
-            .send(Command {
-                op,
-                reply: Some(reply),
-            })
-            .await
-            .map_err(|_| WriteError::Closed)?;
+        self.queue(make(reply)).await?;
         rx.await.map_err(|_| WriteError::Closed)?
-    }
-
-    async fn cast(&self, op: Op) {
-        // Fire-and-forget writes (acks, plays, statuses from MQTT) are safe to lose on
-        // shutdown: the cabinet's QoS 1 redelivery or its next message repeats them.
-        let _ = self.lane(&op).send(Command { op, reply: None }).await;
     }
 
     /// Stores a verified event; returns once it is committed.
     pub async fn webhook(&self, event: Event) -> Result<WebhookOutcome, WriteError> {
-        match self.call(Op::Webhook(Box::new(event))).await? {
-            Done::Webhook(o) => Ok(o),
-            other => unreachable!("webhook answered {other:?}"),
-        }
+        self.call(|reply| Request::Webhook {
+            event: Box::new(event),
+            reply,
+            done: None,
+        })
+        .await
     }
 
     /// Queues operator credits; `None` when the cabinet does not exist.
@@ -245,318 +222,444 @@ impl Writer {
         credits: i64,
         reason: &str,
     ) -> Result<Option<OutboxPulse>, WriteError> {
-        let op = Op::Grant {
+        self.call(|reply| Request::Grant {
             machine_id: machine_id.to_owned(),
             credits,
             reason: reason.to_owned(),
-        };
-        match self.call(op).await? {
-            Done::Grant(p) => Ok(p),
-            other => unreachable!("grant answered {other:?}"),
-        }
-    }
-
-    /// Records pulses as handed to the broker; returns once that is committed.
-    pub async fn published(&self, ids: Vec<String>) -> Result<(), WriteError> {
-        self.call(Op::Published(ids)).await.map(|_| ())
-    }
-
-    /// Takes back handed marks of pulses that could not be sent after all.
-    pub async fn unpublished(&self, ids: Vec<String>) -> Result<(), WriteError> {
-        self.call(Op::Unpublished(ids)).await.map(|_| ())
-    }
-
-    pub async fn queue_ack(&self, machine_id: &str, pulse_id: &str) {
-        self.cast(Op::Acked {
-            machine_id: machine_id.to_owned(),
-            pulse_id: pulse_id.to_owned(),
-        })
-        .await;
-    }
-
-    pub async fn queue_play(&self, play: PlayInput) {
-        self.cast(Op::Play(play)).await;
-    }
-
-    pub async fn queue_status(&self, machine_id: &str, online: bool) {
-        self.cast(Op::Status {
-            machine_id: machine_id.to_owned(),
-            online,
-        })
-        .await;
-    }
-
-    /// Returns true when this ack was the first for a pulse of this cabinet.
-    pub async fn acked(&self, machine_id: &str, pulse_id: &str) -> Result<bool, WriteError> {
-        let op = Op::Acked {
-            machine_id: machine_id.to_owned(),
-            pulse_id: pulse_id.to_owned(),
-        };
-        self.flag(op).await
-    }
-
-    /// Returns true when the play was new (not a repeat of one already logged).
-    pub async fn play(&self, play: PlayInput) -> Result<bool, WriteError> {
-        self.flag(Op::Play(play)).await
-    }
-
-    /// Returns true when the cabinet exists.
-    pub async fn status(&self, machine_id: &str, online: bool) -> Result<bool, WriteError> {
-        self.flag(Op::Status {
-            machine_id: machine_id.to_owned(),
-            online,
+            reply,
+            done: None,
         })
         .await
     }
 
-    async fn flag(&self, op: Op) -> Result<bool, WriteError> {
-        match self.call(op).await? {
-            Done::Flag(b) => Ok(b),
-            other => unreachable!("flag op answered {other:?}"),
-        }
+    /// Records pulses as handed to the broker; returns once that is committed.
+    pub async fn handed(&self, ids: Vec<String>) -> Result<(), WriteError> {
+        self.call(|reply| Request::Handed { ids, reply }).await
+    }
+
+    /// Takes back handed marks of pulses that could not be sent after all.
+    pub async fn unhanded(&self, ids: Vec<String>) -> Result<(), WriteError> {
+        self.call(|reply| Request::Unhanded { ids, reply }).await
+    }
+
+    // Fire-and-forget writes (acks, plays, statuses from MQTT) are safe to lose on
+    // shutdown: the cabinet's QoS 1 redelivery or its next message repeats them.
+
+    pub async fn queue_ack(&self, machine_id: &str, pulse_id: &str) {
+        let _ = self.queue(ack(machine_id, pulse_id, None)).await;
+    }
+
+    pub async fn queue_play(&self, play: PlayInput) {
+        let _ = self
+            .queue(Request::Play {
+                play,
+                reply: None,
+                done: false,
+            })
+            .await;
+    }
+
+    pub async fn queue_status(&self, machine_id: &str, online: bool) {
+        let _ = self.queue(status(machine_id, online, None)).await;
+    }
+
+    /// Returns true when this ack was the first for a pulse of this cabinet.
+    pub async fn acked(&self, machine_id: &str, pulse_id: &str) -> Result<bool, WriteError> {
+        self.call(|reply| ack(machine_id, pulse_id, Some(reply)))
+            .await
+    }
+
+    /// Returns true when the play was new (not a repeat of one already logged).
+    pub async fn play(&self, play: PlayInput) -> Result<bool, WriteError> {
+        self.call(|reply| Request::Play {
+            play,
+            reply: Some(reply),
+            done: false,
+        })
+        .await
+    }
+
+    /// Returns true when the cabinet exists.
+    pub async fn status(&self, machine_id: &str, online: bool) -> Result<bool, WriteError> {
+        self.call(|reply| status(machine_id, online, Some(reply)))
+            .await
     }
 }
 
-/// Waits for work and fills a batch, money lane first.
+fn ack(machine_id: &str, pulse_id: &str, reply: Option<Reply<bool>>) -> Request {
+    Request::Ack {
+        machine_id: machine_id.to_owned(),
+        pulse_id: pulse_id.to_owned(),
+        reply,
+        done: false,
+    }
+}
+
+fn status(machine_id: &str, online: bool, reply: Option<Reply<bool>>) -> Request {
+    Request::Status {
+        machine_id: machine_id.to_owned(),
+        online,
+        reply,
+        done: false,
+    }
+}
+
+/// Waits for work and fills a batch, money lane first. False once both lanes are closed.
 async fn next_batch(
-    money: &mut mpsc::Receiver<Command>,
-    bookkeeping: &mut mpsc::Receiver<Command>,
-    batch: &mut Vec<Command>,
+    money: &mut mpsc::Receiver<Request>,
+    bookkeeping: &mut mpsc::Receiver<Request>,
+    batch: &mut Vec<Request>,
 ) -> bool {
     let first = tokio::select! {
         biased;
-        c = money.recv() => c,
-        c = bookkeeping.recv() => c,
+        r = money.recv() => r,
+        r = bookkeeping.recv() => r,
     };
     // Both lanes close together (one handle holds both senders).
     let Some(first) = first else {
         return false;
     };
     batch.push(first);
-    while batch.len() < MAX_BATCH {
-        match money.try_recv() {
-            Ok(c) => batch.push(c),
-            Err(_) => break,
-        }
-    }
-    while batch.len() < MAX_BATCH {
-        match bookkeeping.try_recv() {
-            Ok(c) => batch.push(c),
-            Err(_) => break,
+    for lane in [money, bookkeeping] {
+        while batch.len() < MAX_BATCH {
+            match lane.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
         }
     }
     true
 }
 
-async fn run(
-    store: Store,
-    keys: Keys,
-    relay: Option<Relay>,
-    mut money: mpsc::Receiver<Command>,
-    mut bookkeeping: mpsc::Receiver<Command>,
-    outbox: mpsc::Sender<OutboxPulse>,
-) {
-    let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
-    while next_batch(&mut money, &mut bookkeeping, &mut batch).await {
-        let ops: Vec<&Op> = batch.iter().map(|c| &c.op).collect();
-        let started = std::time::Instant::now();
-        let committed = commit(&store, &keys, relay.as_ref(), &ops).await;
-        tracing::debug!(
-            size = ops.len(),
-            micros = started.elapsed().as_micros() as u64,
-            "batch committed"
-        );
-        let results = match committed {
-            Ok(done) => done.into_iter().map(Ok).collect(),
-            Err(e) if batch.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                // One bad request must not fail its neighbours: retry each on its own.
-                tracing::warn!(error = %e, size = batch.len(), "batch commit failed; retrying one by one");
-                let mut each = Vec::with_capacity(batch.len());
-                for op in &ops {
-                    each.push(
-                        commit(&store, &keys, relay.as_ref(), &[op])
-                            .await
-                            .map(|mut d| d.remove(0)),
-                    );
-                }
-                each
-            }
-        };
-        let mut routed_any = false;
-        let mut replies = Vec::with_capacity(batch.len());
-        for (cmd, result) in batch.drain(..).zip(results) {
-            let result = match result {
-                Ok((done, pulse)) => {
-                    if let Some(mut p) = pulse {
-                        if p.routed {
-                            relay_now(&store, relay.as_ref(), &mut p).await;
-                            routed_any = true;
-                        }
-                        // Never blocks the writer: a full queue leaves the pulse to the
-                        // dispatcher's sweep, which reads the outbox table.
-                        let _ = outbox.try_send(p);
+/// What the writer works with.
+pub struct Core {
+    pub store: Store,
+    pub keys: Keys,
+    /// Where new pulses go the moment they are committed (None: the dispatcher only).
+    pub relay: Option<Relay>,
+    pub stats: Arc<MqttStats>,
+}
+
+impl Core {
+    async fn run(
+        self,
+        mut money: mpsc::Receiver<Request>,
+        mut bookkeeping: mpsc::Receiver<Request>,
+        outbox: mpsc::Sender<OutboxPulse>,
+    ) {
+        let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+        while next_batch(&mut money, &mut bookkeeping, &mut batch).await {
+            let started = std::time::Instant::now();
+            let committed = self.commit_batch(&mut batch).await;
+            tracing::debug!(
+                size = batch.len(),
+                micros = started.elapsed().as_micros() as u64,
+                "batch committed"
+            );
+            let results: Vec<Result<(), WriteError>> = match committed {
+                Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+                Err(e) if batch.len() == 1 => vec![Err(e)],
+                Err(e) => {
+                    // One bad request must not fail its neighbours: retry each on its own.
+                    tracing::warn!(error = %e, size = batch.len(), "batch commit failed; retrying one by one");
+                    let mut each = Vec::with_capacity(batch.len());
+                    for r in batch.iter_mut() {
+                        each.push(self.commit_batch(std::slice::from_mut(r)).await);
                     }
-                    Ok(done)
+                    each
                 }
-                Err(e) => Err(e),
             };
-            replies.push((cmd.reply, result));
-        }
-        if routed_any {
-            // Let the broker's connection tasks, just woken on this worker, write the
-            // pulses to their sockets before anyone hears "done": the window in which a
-            // crash loses a seed cabinet's handed pulse shrinks to almost nothing.
-            tokio::task::yield_now().await;
-        }
-        for (reply, result) in replies {
-            if let Some(reply) = reply {
-                let _ = reply.send(result);
+            let mut routed_any = false;
+            for (r, result) in batch.iter_mut().zip(&results) {
+                let Some(p) = r.new_pulse().filter(|_| result.is_ok()) else {
+                    continue;
+                };
+                if p.routed {
+                    relay_now(&self.store, self.relay.as_ref(), p).await;
+                    routed_any = true;
+                }
+                // Never blocks the writer: a full queue leaves the pulse to the
+                // dispatcher's sweep, which reads the outbox table.
+                let _ = outbox.try_send(p.clone());
+            }
+            if routed_any {
+                // Let the broker's connection tasks, just woken on this worker, write the
+                // pulses to their sockets before anyone hears "done": the window in which
+                // a crash loses a seed cabinet's handed pulse shrinks to almost nothing.
+                tokio::task::yield_now().await;
+            }
+            for (r, result) in batch.drain(..).zip(results) {
+                r.answer(result);
             }
         }
+        tracing::info!("database writer stopped");
     }
-    tracing::info!("database writer stopped");
-}
 
-type Applied = (Done, Option<OutboxPulse>);
-
-/// Hands a just-committed pulse to the embedded broker.
-async fn relay_now(store: &Store, relay: Option<&Relay>, p: &mut OutboxPulse) {
-    let Some(relay) = relay else {
-        p.routed = false;
-        return;
-    };
-    if relay.hand(store, p).await {
-        return;
-    }
-    p.routed = false;
-    if !p.acks {
-        // Marked handed in the commit but never sent: take the mark back.
-        unmark(store, &p.id).await;
-    }
-}
-
-async fn commit(
-    store: &Store,
-    keys: &Keys,
-    relay: Option<&Relay>,
-    ops: &[&Op],
-) -> Result<Vec<Applied>, WriteError> {
-    let db = |e: sqlx::Error| WriteError::Database(e.to_string());
-    let mut txn = store.pool().begin().await.map_err(db)?;
-    let mut out = Vec::with_capacity(ops.len());
-    // Published marks in one statement per batch rather than one per pulse.
-    let mut published: Vec<String> = Vec::new();
-    let events: Vec<&Event> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Webhook(ev) => Some(ev.as_ref()),
-            _ => None,
-        })
-        .collect();
-    let mut batch = Batch::prefetch(&mut txn, &events).await.map_err(db)?;
-    for op in ops {
-        let applied = match op {
-            Op::Published(ids) => {
-                published.extend(ids.iter().cloned());
-                (Done::Nothing, None)
-            }
-            other => apply(&mut txn, keys, &mut batch, other).await.map_err(db)?,
-        };
-        out.push(applied);
-    }
-    if let Some(relay) = relay {
-        let now = now_db();
-        for pulse in out.iter_mut().filter_map(|(_, p)| p.as_mut()) {
-            if relay.takes(pulse).await {
-                pulse.routed = true;
-                if !pulse.acks {
-                    batch.mark_handed(&pulse.id, &now);
+    /// One step: applies `batch` in one transaction and commits it. On success every
+    /// request holds its result; on failure nothing of the batch is stored.
+    async fn commit_batch(&self, batch: &mut [Request]) -> Result<(), WriteError> {
+        let mut tx = self.store.begin().await?;
+        let events: Vec<&Event> = batch
+            .iter()
+            .filter_map(|r| match r {
+                Request::Webhook { event, .. } => Some(event.as_ref()),
+                _ => None,
+            })
+            .collect();
+        payments::prefetch(&mut tx, &events).await?;
+        for r in batch.iter_mut() {
+            self.apply(&mut tx, r).await?;
+        }
+        if let Some(relay) = &self.relay {
+            let now = now_db();
+            for pulse in batch.iter_mut().filter_map(Request::new_pulse) {
+                pulse.routed = relay.takes(pulse).await;
+                // A seed cabinet's pulse is marked handed in this same commit, so no
+                // crash can make it go out twice.
+                if pulse.routed && !pulse.acks {
+                    tx.mark_handed(std::slice::from_ref(&pulse.id), &now);
                 }
             }
         }
+        tx.commit().await?;
+        Ok(())
     }
-    batch.flush(&mut txn).await.map_err(db)?;
-    if !published.is_empty() {
-        tx::mark_published(&mut txn, &published, &now_db())
-            .await
-            .map_err(db)?;
+
+    async fn apply(&self, tx: &mut Tx, r: &mut Request) -> Result<(), StoreError> {
+        match r {
+            Request::Webhook { event, done, .. } => {
+                *done = Some(payments::apply_event(tx, &self.keys, event).await?);
+            }
+            Request::Grant {
+                machine_id,
+                credits,
+                reason,
+                done,
+                ..
+            } => {
+                *done = Some(payments::grant(tx, &self.keys, machine_id, *credits, reason).await?);
+            }
+            Request::Handed { ids, .. } => tx.mark_handed(ids, &now_db()),
+            Request::Unhanded { ids, .. } => tx.unmark_handed(ids).await?,
+            Request::Ack {
+                machine_id,
+                pulse_id,
+                done,
+                ..
+            } => {
+                let outcome = tx.mark_acked(machine_id, pulse_id, &now_db()).await?;
+                if outcome == AckOutcome::Unknown {
+                    // Only the cabinet's own login can publish on its ack topic, so this is
+                    // a confused cabinet (or, on an external broker, someone else's ack).
+                    self.stats.acks_ignored.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%machine_id, %pulse_id, "ack for a pulse this cabinet was never sent; ignored");
+                }
+                *done = outcome == AckOutcome::Recorded;
+            }
+            Request::Play { play, done, .. } => *done = record_play(tx, play).await?,
+            Request::Status {
+                machine_id,
+                online,
+                done,
+                ..
+            } => {
+                *done = tx
+                    .set_cabinet_status(machine_id, *online, &now_db())
+                    .await?;
+            }
+        }
+        Ok(())
     }
-    txn.commit().await.map_err(db)?;
-    Ok(out)
 }
 
-async fn apply(
-    conn: &mut tx::Conn,
-    keys: &Keys,
-    batch: &mut Batch,
-    op: &Op,
-) -> Result<Applied, sqlx::Error> {
-    Ok(match op {
-        Op::Webhook(ev) => {
-            let outcome = payments::apply_event(conn, keys, batch, ev).await?;
-            let pulse = outcome.pulse.clone();
-            (Done::Webhook(outcome), pulse)
+async fn record_play(tx: &mut Tx, p: &PlayInput) -> Result<bool, StoreError> {
+    if tx.cabinet(&p.machine_id).await?.is_none() {
+        tracing::warn!(machine_id = %p.machine_id, "game over from an unknown cabinet ignored");
+        return Ok(false);
+    }
+    let received = now_db();
+    let new = tx
+        .insert_play(&NewPlay {
+            id: &p.id,
+            machine_id: &p.machine_id,
+            dedupe_key: &p.dedupe_key,
+            ended_at: &p.ended_at,
+            received_at: &received,
+            score: p.score,
+            play_seconds: p.play_seconds,
+            via: p.via,
+        })
+        .await?;
+    if new {
+        tracing::info!(machine_id = %p.machine_id, play_id = %p.id, via = p.via,
+            score = ?p.score, play_seconds = ?p.play_seconds, "game over");
+    }
+    Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{hash_cabinet_secret, Outcome};
+    use crate::store::NewCabinet;
+    use crate::stripe::webhook::parse_event;
+
+    async fn core() -> (Core, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        store
+            .insert_cabinet(&NewCabinet {
+                machine_id: "cab-1".into(),
+                name: "Cab".into(),
+                game: String::new(),
+                location: String::new(),
+                price_minor: 100,
+                currency: "usd".into(),
+                enabled: true,
+                secret_salt: "salt".into(),
+                secret_hash: hash_cabinet_secret("secret"),
+            })
+            .await
+            .unwrap();
+        let core = Core {
+            store,
+            keys: Keys::new(b"0123456789abcdef0123456789abcdef".to_vec()),
+            relay: None,
+            stats: Arc::default(),
+        };
+        (core, dir)
+    }
+
+    fn paid(event_id: &str, session_id: &str, amount: i64) -> Box<Event> {
+        let body = serde_json::json!({
+            "id": event_id, "type": "checkout.session.completed", "livemode": false,
+            "data": {"object": {
+                "id": session_id, "amount_total": amount, "currency": "usd",
+                "payment_status": "paid", "metadata": {"machine_id": "cab-1"}
+            }}
+        });
+        Box::new(parse_event(body.to_string().as_bytes()).unwrap())
+    }
+
+    fn webhook(
+        event: Box<Event>,
+    ) -> (
+        Request,
+        oneshot::Receiver<Result<WebhookOutcome, WriteError>>,
+    ) {
+        let (reply, rx) = oneshot::channel();
+        (
+            Request::Webhook {
+                event,
+                reply,
+                done: None,
+            },
+            rx,
+        )
+    }
+
+    async fn outcome(rx: oneshot::Receiver<Result<WebhookOutcome, WriteError>>) -> WebhookOutcome {
+        rx.await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_batch_credits_a_session_once_whatever_repeats_it() {
+        let (core, _dir) = core().await;
+        let (a, a_rx) = webhook(paid("evt_1", "cs_1", 300));
+        let (b, b_rx) = webhook(paid("evt_1", "cs_1", 300));
+        let (c, c_rx) = webhook(paid("evt_2", "cs_1", 300));
+        let mut batch = vec![a, b, c];
+        core.commit_batch(&mut batch).await.unwrap();
+        for r in batch {
+            r.answer(Ok(()));
         }
-        Op::Grant {
-            machine_id,
-            credits,
-            reason,
-        } => {
-            let pulse = payments::grant(conn, keys, batch, machine_id, *credits, reason).await?;
-            (Done::Grant(pulse.clone()), pulse)
+        let first = outcome(a_rx).await;
+        assert_eq!(first.outcome, Outcome::Credited);
+        assert_eq!(
+            outcome(b_rx).await.outcome,
+            Outcome::Duplicate,
+            "same event id"
+        );
+        assert_eq!(
+            outcome(c_rx).await.outcome,
+            Outcome::Duplicate,
+            "same session"
+        );
+        let pulses = core.store.pulses(Some("cab-1"), 10).await.unwrap();
+        assert_eq!(pulses.len(), 1);
+        assert_eq!(pulses[0].credits, 3);
+        assert_eq!(Some(&pulses[0].id), first.pulse.as_ref().map(|p| &p.id));
+        let payments = core.store.payments(&Default::default()).await.unwrap();
+        assert_eq!(payments.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_later_batch_sees_what_an_earlier_one_committed() {
+        let (core, _dir) = core().await;
+        let (a, _a_rx) = webhook(paid("evt_1", "cs_1", 100));
+        core.commit_batch(&mut [a]).await.unwrap();
+        let (b, b_rx) = webhook(paid("evt_1", "cs_1", 100));
+        let mut batch = [b];
+        core.commit_batch(&mut batch).await.unwrap();
+        let [b] = batch;
+        b.answer(Ok(()));
+        assert_eq!(outcome(b_rx).await.outcome, Outcome::Duplicate);
+    }
+
+    #[tokio::test]
+    async fn handed_marks_and_acks_are_recorded_in_the_batch() {
+        let (core, _dir) = core().await;
+        let (a, a_rx) = webhook(paid("evt_1", "cs_1", 100));
+        let mut batch = [a];
+        core.commit_batch(&mut batch).await.unwrap();
+        let [a] = batch;
+        a.answer(Ok(()));
+        let pulse = outcome(a_rx).await.pulse.unwrap();
+        assert_eq!(core.store.count_unpublished().await.unwrap(), 1);
+
+        let (handed, _) = oneshot::channel();
+        let (first, first_rx) = oneshot::channel();
+        let (again, again_rx) = oneshot::channel();
+        let mut batch = [
+            Request::Handed {
+                ids: vec![pulse.id.clone()],
+                reply: handed,
+            },
+            ack("cab-1", &pulse.id, Some(first)),
+            ack("cab-1", &pulse.id, Some(again)),
+            ack("cab-1", "no-such-pulse", None),
+        ];
+        core.commit_batch(&mut batch).await.unwrap();
+        for r in batch {
+            r.answer(Ok(()));
         }
-        Op::Acked {
-            machine_id,
-            pulse_id,
-        } => {
-            let outcome = tx::mark_acked(conn, machine_id, pulse_id, &now_db()).await?;
-            if outcome == tx::AckOutcome::Unknown {
-                // Only the cabinet's own login can publish on its ack topic, so this is a
-                // confused cabinet (or, on an external broker, someone else's ack).
-                ACKS_IGNORED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(
-                    machine_id,
-                    pulse_id,
-                    "ack for a pulse this cabinet was never sent; ignored"
-                );
-            }
-            (Done::Flag(outcome == tx::AckOutcome::Recorded), None)
-        }
-        Op::Play(p) => {
-            if batch.cabinet(conn, &p.machine_id).await?.is_none() {
-                tracing::warn!(machine_id = %p.machine_id, "game over from an unknown cabinet ignored");
-                return Ok((Done::Flag(false), None));
-            }
-            let received = now_db();
-            let new = tx::insert_play(
-                conn,
-                &NewPlay {
-                    id: &p.id,
-                    machine_id: &p.machine_id,
-                    dedupe_key: &p.dedupe_key,
-                    ended_at: &p.ended_at,
-                    received_at: &received,
-                    score: p.score,
-                    play_seconds: p.play_seconds,
-                    via: p.via,
-                },
-            )
-            .await?;
-            if new {
-                tracing::info!(machine_id = %p.machine_id, play_id = %p.id, via = p.via,
-                    score = ?p.score, play_seconds = ?p.play_seconds, "game over");
-            }
-            (Done::Flag(new), None)
-        }
-        Op::Status { machine_id, online } => (
-            Done::Flag(tx::set_cabinet_status(conn, machine_id, *online, &now_db()).await?),
-            None,
-        ),
-        Op::Unpublished(ids) => {
-            tx::unmark_published(conn, ids).await?;
-            (Done::Nothing, None)
-        }
-        Op::Published(_) => unreachable!("handled in commit"),
-    })
+        assert!(first_rx.await.unwrap().unwrap(), "first ack recorded");
+        assert!(
+            !again_rx.await.unwrap().unwrap(),
+            "a repeated ack is not new"
+        );
+        assert_eq!(core.stats.acks_ignored.load(Ordering::Relaxed), 1);
+        assert_eq!(core.store.count_unpublished().await.unwrap(), 0);
+        let stored = &core.store.pulses(Some("cab-1"), 1).await.unwrap()[0];
+        assert_eq!(stored.state(), crate::domain::PulseState::Acked);
+        let cabinet = core.store.cabinet("cab-1").await.unwrap().unwrap();
+        assert!(
+            cabinet.acks_pulses,
+            "a cabinet that acked speaks the protocol"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_commit_answers_each_caller_with_the_error() {
+        let (core, _dir) = core().await;
+        core.store.close().await;
+        let (a, a_rx) = webhook(paid("evt_1", "cs_1", 100));
+        let mut batch = [a];
+        let err = core.commit_batch(&mut batch).await.unwrap_err();
+        assert!(matches!(err, WriteError::Database(_)), "{err}");
+        let [a] = batch;
+        a.answer(Err(err));
+        assert!(matches!(a_rx.await.unwrap(), Err(WriteError::Database(_))));
+    }
 }

@@ -4,9 +4,10 @@ use clap::{Args, Subcommand};
 
 use crate::cabinets::{self, CabinetInput, CabinetUpdate};
 use crate::config::Settings;
+use crate::domain::Cabinet;
+use crate::domain::Keys;
 use crate::domain::{parse_amount, Bundle, Currency, Money};
-use crate::payments::Keys;
-use crate::store::{Cabinet, Store};
+use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum CabinetCommand {
@@ -275,7 +276,7 @@ async fn print_credentials(settings: &Settings, machine_id: &str, secret: &str) 
     println!("  receives:  {prefix}/{machine_id}/coinpulse");
     println!("  sends:     {prefix}/{machine_id}/gameover, …/ack, …/status");
     if let Ok(master) = settings.master_key() {
-        let key = crate::payments::Keys::new(master).pulse_public_key_hex();
+        let key = crate::domain::Keys::new(master).pulse_public_key_hex();
         println!("  pulse key: {key}");
         println!("             (the server's Ed25519 public key: verify each pulse's sig_ed25519 with it)");
     }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Currency;
+use super::{Currency, Money, MoneyError};
 
 pub const MAX_BUNDLES: usize = 6;
 
@@ -44,45 +44,68 @@ pub fn minimum_charge(currency: &Currency) -> i64 {
     }
 }
 
+/// Why an owner's bundles were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    #[error("at most {MAX_BUNDLES} bundles per cabinet")]
+    TooMany,
+    #[error("a bundle must have between 1 and 100 credits (got {0})")]
+    Credits(i64),
+    #[error(transparent)]
+    Amount(#[from] MoneyError),
+    #[error("{title} costs {price}, below Stripe's minimum charge of {minimum} for {code}")]
+    BelowMinimum {
+        title: String,
+        price: Money,
+        minimum: Money,
+        code: String,
+    },
+    #[error("{0} is implausibly expensive")]
+    TooExpensive(String),
+    #[error("a bundle label must be at most 40 plain characters")]
+    Label,
+    #[error("two bundles give {0} credits; keep one")]
+    SameCredits(i64),
+}
+
 /// Checks an owner's bundles and returns them sorted by credits.
-pub fn validate_bundles(bundles: &[Bundle], currency: &Currency) -> Result<Vec<Bundle>, String> {
+pub fn validate_bundles(
+    bundles: &[Bundle],
+    currency: &Currency,
+) -> Result<Vec<Bundle>, BundleError> {
     if bundles.len() > MAX_BUNDLES {
-        return Err(format!("at most {MAX_BUNDLES} bundles per cabinet"));
+        return Err(BundleError::TooMany);
     }
     let min = minimum_charge(currency);
     let mut out: Vec<Bundle> = Vec::with_capacity(bundles.len());
     for b in bundles {
         let label = b.label.trim().to_owned();
         if !(1..=100).contains(&b.credits) {
-            return Err(format!(
-                "a bundle must have between 1 and 100 credits (got {})",
-                b.credits
-            ));
+            return Err(BundleError::Credits(b.credits));
         }
         currency.check_amount(b.price_minor)?;
         if b.price_minor < min {
-            return Err(format!(
-                "{} costs {}, below Stripe's minimum charge of {} for {}",
-                b.title(),
-                super::Money {
+            return Err(BundleError::BelowMinimum {
+                title: b.title(),
+                price: Money {
                     minor: b.price_minor,
-                    currency: currency.clone()
+                    currency: currency.clone(),
                 },
-                super::Money {
+                minimum: Money {
                     minor: min,
-                    currency: currency.clone()
+                    currency: currency.clone(),
                 },
-                currency.as_str().to_ascii_uppercase()
-            ));
+                code: currency.as_str().to_ascii_uppercase(),
+            });
         }
         if b.price_minor > 1_000_000 {
-            return Err(format!("{} is implausibly expensive", b.title()));
+            return Err(BundleError::TooExpensive(b.title()));
         }
         if label.chars().count() > 40 || label.chars().any(char::is_control) {
-            return Err("a bundle label must be at most 40 plain characters".into());
+            return Err(BundleError::Label);
         }
         if out.iter().any(|o| o.credits == b.credits) {
-            return Err(format!("two bundles give {} credits; keep one", b.credits));
+            return Err(BundleError::SameCredits(b.credits));
         }
         out.push(Bundle {
             credits: b.credits,
@@ -142,12 +165,15 @@ mod tests {
     fn nonsense_is_rejected_with_a_reason() {
         assert!(validate_bundles(&[b(0, 100)], &usd())
             .unwrap_err()
+            .to_string()
             .contains("between 1 and 100"));
         assert!(validate_bundles(&[b(1, 49)], &usd())
             .unwrap_err()
+            .to_string()
             .contains("minimum charge"));
         assert!(validate_bundles(&[b(1, 100), b(1, 90)], &usd())
             .unwrap_err()
+            .to_string()
             .contains("two bundles"));
         let seven: Vec<Bundle> = (1..=7).map(|i| b(i, 100 * i)).collect();
         assert!(validate_bundles(&seven, &usd()).is_err());

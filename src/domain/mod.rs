@@ -1,19 +1,30 @@
-//! Plain domain types and rules: identifiers, money, credit calculation, pulse signing.
+//! Plain domain types and rules: identifiers, money, bundles, booking, states, keys and
+//! pulse signing.
 //! Nothing here knows about HTTP, SQL or MQTT, so all of it is unit-tested directly.
 
+pub mod booking;
 mod bundles;
+pub mod cabinet;
+mod keys;
 mod money;
 mod pulse;
 mod secrets;
+mod status;
 
-pub use bundles::{minimum_charge, offered_bundles, validate_bundles, Bundle, MAX_BUNDLES};
-pub use money::{credits_for_amount, parse_amount, Currency, Money};
+pub use booking::{book, book_stored, claimed_machine, Booking, CheckoutTerms, Outcome};
+pub use bundles::{
+    minimum_charge, offered_bundles, validate_bundles, Bundle, BundleError, MAX_BUNDLES,
+};
+pub use cabinet::{unavailable, Cabinet};
+pub use keys::Keys;
+pub use money::{credits_for_amount, parse_amount, Currency, Money, MoneyError};
 pub use pulse::{
     parse_public_key, sign_pulse, verify_pulse, verify_pulse_ed25519, PulseMessage, PulseSource,
 };
 pub use secrets::{
     derive_cabinet_secret, hash_cabinet_secret, random_token, verify_cabinet_secret,
 };
+pub use status::{CheckoutStatus, PaymentStatus, PulseState, Stage, UnknownState};
 
 use std::fmt;
 

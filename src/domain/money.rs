@@ -7,15 +7,28 @@ use std::fmt;
 #[serde(transparent)]
 pub struct Currency(String);
 
+/// Why an amount or a currency was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("currency must be a 3-letter ISO code like usd or eur, got {0:?}")]
+    Currency(String),
+    #[error("{0:?} is not a price (write 150 for cents, or 1.50)")]
+    NotAnAmount(String),
+    #[error("price must be greater than zero")]
+    NotPositive,
+    #[error("{code} amounts must be a multiple of 10 minor units (Stripe charges {code} to two of its three decimals); got {minor}")]
+    ThreeDecimalStep { code: String, minor: i64 },
+    #[error("ISK amounts must be whole krónur (a multiple of 100 in minor units); got {0}")]
+    WholeKronur(i64),
+}
+
 impl Currency {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, MoneyError> {
         let lower = s.trim().to_ascii_lowercase();
         if lower.len() == 3 && lower.bytes().all(|b| b.is_ascii_lowercase()) {
             Ok(Self(lower))
         } else {
-            Err(format!(
-                "currency must be a 3-letter ISO code like usd or eur, got {s:?}"
-            ))
+            Err(MoneyError::Currency(s.to_owned()))
         }
     }
 
@@ -39,15 +52,15 @@ impl Currency {
     /// Stripe's rules on amounts beyond the number of decimals: three-decimal currencies
     /// must end in 0 (Stripe charges them in steps of 10 minor units), and ISK must be a
     /// whole number of krónur (a multiple of 100).
-    pub fn check_amount(&self, minor: i64) -> Result<(), String> {
-        let code = self.0.to_ascii_uppercase();
+    pub fn check_amount(&self, minor: i64) -> Result<(), MoneyError> {
         match self.0.as_str() {
-            c if THREE_DECIMAL.contains(&c) && minor % 10 != 0 => Err(format!(
-                "{code} amounts must be a multiple of 10 minor units (Stripe charges {code} to two of its three decimals); got {minor}"
-            )),
-            "isk" if minor % 100 != 0 => Err(format!(
-                "ISK amounts must be whole krónur (a multiple of 100 in minor units); got {minor}"
-            )),
+            c if THREE_DECIMAL.contains(&c) && minor % 10 != 0 => {
+                Err(MoneyError::ThreeDecimalStep {
+                    code: self.0.to_ascii_uppercase(),
+                    minor,
+                })
+            }
+            "isk" if minor % 100 != 0 => Err(MoneyError::WholeKronur(minor)),
             _ => Ok(()),
         }
     }
@@ -90,10 +103,21 @@ impl fmt::Display for Money {
     }
 }
 
+impl Money {
+    /// `minor` in `currency` for people; a currency code that does not parse (an old row,
+    /// a foreign event) is shown as it is rather than hidden.
+    pub fn format(minor: i64, currency: &str) -> String {
+        match Currency::parse(currency) {
+            Ok(currency) => Money { minor, currency }.to_string(),
+            Err(_) => format!("{minor} {currency}"),
+        }
+    }
+}
+
 /// Parses an owner-typed price: `150` is minor units (cents); `1.50` is major units.
-pub fn parse_amount(text: &str, currency: &Currency) -> Result<i64, String> {
+pub fn parse_amount(text: &str, currency: &Currency) -> Result<i64, MoneyError> {
     let t = text.trim();
-    let bad = || format!("{text:?} is not a price (write 150 for cents, or 1.50)");
+    let bad = || MoneyError::NotAnAmount(text.to_owned());
     let minor = match t.split_once('.') {
         None => t.parse::<i64>().map_err(|_| bad())?,
         Some((whole, frac)) => {
@@ -118,7 +142,7 @@ pub fn parse_amount(text: &str, currency: &Currency) -> Result<i64, String> {
         }
     };
     if minor <= 0 {
-        return Err("price must be greater than zero".into());
+        return Err(MoneyError::NotPositive);
     }
     Ok(minor)
 }
@@ -153,6 +177,7 @@ mod tests {
         assert!(kwd
             .check_amount(1255)
             .unwrap_err()
+            .to_string()
             .contains("multiple of 10"));
         let jpy = Currency::parse("jpy").unwrap();
         assert_eq!(

@@ -32,6 +32,20 @@ impl PulseSource {
     }
 }
 
+impl TryFrom<String> for PulseSource {
+    type Error = super::UnknownState;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match s.as_str() {
+            "stripe" => Ok(Self::Stripe),
+            "operator" => Ok(Self::Operator),
+            _ => Err(super::UnknownState {
+                kind: "pulse source",
+                value: s,
+            }),
+        }
+    }
+}
+
 /// Field order matters: it is the signing input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PulseMessage {
@@ -93,12 +107,21 @@ pub fn verify_pulse_ed25519(
 }
 
 /// Parses a hex Ed25519 public key, as `cabinet add`, the API and `/status` show it.
-pub fn parse_public_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
+/// Why a configured pulse public key was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublicKeyError {
+    #[error("a pulse public key is 64 hex characters")]
+    NotHex,
+    #[error("not an Ed25519 public key")]
+    NotAKey,
+}
+
+pub fn parse_public_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, PublicKeyError> {
     let bytes: [u8; 32] = hex::decode(hex_key.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or("a pulse public key is 64 hex characters")?;
-    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not a public key: {e}"))
+        .ok_or(PublicKeyError::NotHex)?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyError::NotAKey)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use paho_mqtt as paho;
 use tokio::sync::mpsc;
 
-use super::dispatcher::Signal;
 use super::MqttStats;
+use crate::delivery::Signal;
 
 /// Where and as whom to connect.
 #[derive(Clone)]
@@ -50,7 +50,7 @@ pub fn create_client(target: &Target) -> Result<paho::AsyncClient, paho::Error> 
         // The outbox table is our persistence; paho's own files would only duplicate it.
         .persistence(None)
         // Above the dispatcher's in-flight bound, so a publish is never refused locally.
-        .max_buffered_messages(2 * super::dispatcher::MAX_INFLIGHT as i32)
+        .max_buffered_messages(2 * crate::delivery::MAX_INFLIGHT as i32)
         .create_client()?;
     // paho-mqtt's tokens each hold a clone of their client. If the last clone is dropped by
     // a token completing on paho's callback thread, MQTTAsync_destroy waits for the mutex
@@ -133,7 +133,7 @@ pub fn start(
     // The dispatcher bounds what is in flight (MAX_INFLIGHT); paho must not add a smaller
     // window of its own that would park pulses until the next sweep.
     let opts = connect_builder(target, false, None)?
-        .max_inflight(super::dispatcher::MAX_INFLIGHT as i32)
+        .max_inflight(crate::delivery::MAX_INFLIGHT as i32)
         .finalize();
     {
         // "connected" is reported by the dispatcher once the subscriptions are in place.

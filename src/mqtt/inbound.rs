@@ -7,8 +7,8 @@ use std::sync::Arc;
 use paho_mqtt as paho;
 use tokio::sync::mpsc;
 
-use super::dispatcher::Signal;
 use super::{parse_gameover, parse_status, AckMessage, Inbound, MqttStats, Topics};
+use crate::delivery::Signal;
 use crate::writer::{PlayInput, Writer};
 
 pub async fn run(

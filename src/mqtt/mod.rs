@@ -3,7 +3,6 @@
 
 pub mod broker;
 pub mod connection;
-pub mod dispatcher;
 pub mod inbound;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,6 +73,8 @@ pub struct MqttStats {
     pub rejected: AtomicU64,
     pub received: AtomicU64,
     pub published: AtomicU64,
+    /// Acks that named no pulse of the acking cabinet.
+    pub acks_ignored: AtomicU64,
 }
 
 impl MqttStats {

@@ -1,59 +1,71 @@
-//! Cabinet rows.
+//! The `cabinets` table.
 
-use serde::Serialize;
-use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Executor};
 
-use super::{Store, StoreError};
-use crate::domain::now_db;
+use super::sql::IntBool;
+use super::{Store, StoreError, Tx};
+use crate::domain::{now_db, Cabinet};
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Cabinet {
-    pub machine_id: String,
-    pub name: String,
-    pub game: String,
-    pub location: String,
-    pub price_minor: i64,
-    pub currency: String,
-    pub enabled: bool,
-    pub online: bool,
-    pub last_seen_at: Option<String>,
-    pub acks_pulses: bool,
-    /// Take payments even when the broker cannot say whether the cabinet is connected.
-    pub always_available: bool,
-    pub created_at: String,
-    pub updated_at: String,
-    #[serde(skip)]
-    pub secret_salt: String,
-    #[serde(skip)]
-    pub secret_hash: String,
+#[derive(sqlx::FromRow)]
+struct CabinetRow {
+    machine_id: String,
+    name: String,
+    game: String,
+    location: String,
+    price_minor: i64,
+    currency: String,
+    #[sqlx(try_from = "IntBool")]
+    enabled: bool,
+    #[sqlx(try_from = "IntBool")]
+    online: bool,
+    last_seen_at: Option<String>,
+    #[sqlx(try_from = "IntBool")]
+    acks_pulses: bool,
+    #[sqlx(try_from = "IntBool")]
+    always_available: bool,
+    created_at: String,
+    updated_at: String,
+    secret_salt: String,
+    secret_hash: String,
 }
 
-impl Cabinet {
-    pub(super) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            machine_id: row.try_get("machine_id")?,
-            name: row.try_get("name")?,
-            game: row.try_get("game")?,
-            location: row.try_get("location")?,
-            price_minor: row.try_get("price_minor")?,
-            currency: row.try_get("currency")?,
-            enabled: row.try_get::<i64, _>("enabled")? != 0,
-            online: row.try_get::<i64, _>("online")? != 0,
-            last_seen_at: row.try_get("last_seen_at")?,
-            acks_pulses: row.try_get::<i64, _>("acks_pulses")? != 0,
-            always_available: row.try_get::<i64, _>("always_available")? != 0,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            secret_salt: row.try_get("secret_salt")?,
-            secret_hash: row.try_get("secret_hash")?,
-        })
+impl From<CabinetRow> for Cabinet {
+    fn from(r: CabinetRow) -> Self {
+        Self {
+            machine_id: r.machine_id,
+            name: r.name,
+            game: r.game,
+            location: r.location,
+            price_minor: r.price_minor,
+            currency: r.currency,
+            enabled: r.enabled,
+            online: r.online,
+            last_seen_at: r.last_seen_at,
+            acks_pulses: r.acks_pulses,
+            always_available: r.always_available,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            secret_salt: r.secret_salt,
+            secret_hash: r.secret_hash,
+        }
     }
 }
 
-pub(super) const CABINET_COLUMNS: &str =
-    "machine_id, name, game, location, price_minor, currency, \
-     enabled, online, last_seen_at, acks_pulses, always_available, created_at, updated_at, secret_salt, secret_hash";
+const SELECT: &str = "SELECT machine_id, name, game, location, price_minor, currency, enabled, \
+     online, last_seen_at, acks_pulses, always_available, created_at, updated_at, secret_salt, \
+     secret_hash FROM cabinets";
+
+/// One cabinet, on the pool or inside a transaction.
+async fn find<'e>(
+    ex: impl Executor<'e, Database = Any>,
+    machine_id: &str,
+) -> Result<Option<Cabinet>, sqlx::Error> {
+    let row: Option<CabinetRow> = sqlx::query_as(&format!("{SELECT} WHERE machine_id = $1"))
+        .bind(machine_id)
+        .fetch_optional(ex)
+        .await?;
+    Ok(row.map(Cabinet::from))
+}
 
 #[derive(Debug, Clone)]
 pub struct NewCabinet {
@@ -114,25 +126,14 @@ impl Store {
     }
 
     pub async fn cabinet(&self, machine_id: &str) -> Result<Option<Cabinet>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {CABINET_COLUMNS} FROM cabinets WHERE machine_id = $1"
-        ))
-        .bind(machine_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(Cabinet::from_row).transpose()?)
+        Ok(find(&self.pool, machine_id).await?)
     }
 
     pub async fn cabinets(&self) -> Result<Vec<Cabinet>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {CABINET_COLUMNS} FROM cabinets ORDER BY machine_id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(Cabinet::from_row)
-            .collect::<Result<_, _>>()?)
+        let rows: Vec<CabinetRow> = sqlx::query_as(&format!("{SELECT} ORDER BY machine_id"))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Cabinet::from).collect())
     }
 
     /// Applies `patch`; `None` when the cabinet does not exist.
@@ -187,22 +188,53 @@ impl Store {
         if result.rows_affected() != 1 {
             return Ok(false);
         }
-        let pending: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, payload FROM pulses WHERE machine_id = $1 AND acked_at IS NULL",
-        )
-        .bind(machine_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, payload) in pending {
-            if let Some(new) = resign(&payload) {
-                sqlx::query("UPDATE pulses SET payload = $2 WHERE id = $1")
-                    .bind(&id)
-                    .bind(&new)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+        super::pulses::resign_unacked(&mut tx, machine_id, resign).await?;
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+impl Tx {
+    /// A cabinet, read once per transaction.
+    pub async fn cabinet(&mut self, machine_id: &str) -> Result<Option<Cabinet>, StoreError> {
+        if let Some(c) = self.cabinets.get(machine_id) {
+            return Ok(c.clone());
+        }
+        let c = find(self.conn(), machine_id).await?;
+        self.cabinets.insert(machine_id.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Records a cabinet's `online`/`offline`. False when the cabinet does not exist.
+    pub async fn set_cabinet_status(
+        &mut self,
+        machine_id: &str,
+        online: bool,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        // A cabinet that announces its status speaks coinpulse's protocol (seed cabinets
+        // never do): it dedupes pulse ids, so unacked pulses may be sent to it again.
+        let r = sqlx::query(
+            "UPDATE cabinets SET online = $2, last_seen_at = $3, acks_pulses = 1 WHERE machine_id = $1",
+        )
+        .bind(machine_id)
+        .bind(i64::from(online))
+        .bind(at)
+        .execute(self.conn())
+        .await?;
+        self.cabinets.remove(machine_id);
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The cabinet acked a pulse: from now on it is known to speak the protocol.
+    pub(super) async fn set_acks_pulses(&mut self, machine_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE cabinets SET acks_pulses = 1 WHERE machine_id = $1 AND acks_pulses = 0",
+        )
+        .bind(machine_id)
+        .execute(self.conn())
+        .await?;
+        self.cabinets.remove(machine_id);
+        Ok(())
     }
 }

@@ -1,14 +1,27 @@
 //! The only place with SQL. One API over SQLite and PostgreSQL (sqlx's `Any` driver,
 //! runtime-checked queries with `$n` placeholders, which both backends accept).
+//!
+//! One file per table: each holds every query about its table, reads on [`Store`] (the
+//! pool) and writes the single writer makes on [`Tx`] (its transaction).
 
+mod bundles;
 mod cabinets;
-mod pay;
-mod records;
-pub mod tx;
+mod checkout_sessions;
+mod events;
+mod payments;
+mod plays;
+mod pulses;
+mod sql;
+mod stripe_prices;
+mod tx;
 
-pub use cabinets::{Cabinet, CabinetPatch, NewCabinet};
-pub use pay::{Progress, StoredSession};
-pub use records::{OutboxPulse, Payment, PaymentFilter, Play, PulseRow};
+pub use cabinets::{CabinetPatch, NewCabinet};
+pub use checkout_sessions::{Progress, StoredSession};
+pub use events::NewEvent;
+pub use payments::{NewPayment, Payment, PaymentFilter, PaymentState};
+pub use plays::{NewPlay, Play};
+pub use pulses::{AckOutcome, NewPulse, OutboxPulse, Pulse};
+pub use tx::Tx;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -114,8 +127,9 @@ impl Store {
         self.backend
     }
 
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// Starts a unit of work: the single writer's transaction (see [`Tx`]).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx::new(self.pool.begin().await?))
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::domain::{verify_cabinet_secret, wire_time};
-use crate::error::ApiError;
+use crate::error::AppError;
 use crate::mqtt::GameOverMessage;
 use crate::writer::PlayInput;
 
@@ -42,9 +42,9 @@ pub async fn gameover(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<GameOverBody>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let unauthorized = || {
-        ApiError::Unauthorized(
+        AppError::Unauthorized(
             "use HTTP Basic auth with the cabinet's machine_id and secret".into(),
         )
     };
@@ -56,13 +56,13 @@ pub async fn gameover(
     };
     if let Some(claimed) = &body.machine_id {
         if claimed != &cabinet.machine_id {
-            return Err(ApiError::Forbidden(format!(
+            return Err(AppError::Forbidden(format!(
                 "machine_id {claimed:?} does not match the authenticated cabinet"
             )));
         }
     }
     if body.score.is_some_and(|s| s < 0) || body.play_seconds.is_some_and(|s| s < 0) {
-        return Err(ApiError::Unprocessable(
+        return Err(AppError::Unprocessable(
             "score and play_seconds must not be negative".into(),
         ));
     }

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::AppError;
 
 #[derive(Template)]
 #[template(path = "home.html")]
@@ -20,7 +20,7 @@ struct HomePage {
     cabinets: usize,
 }
 
-pub async fn index(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn index(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let page = HomePage {
         version: env!("CARGO_PKG_VERSION"),
         webhook_url: format!("{}/webhooks/stripe", state.settings.public_url),
@@ -31,9 +31,7 @@ pub async fn index(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         broker: state.broker.clone(),
         cabinets: state.store.cabinets().await?.len(),
     };
-    let html = page
-        .render()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let html = page.render().map_err(AppError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(html))

@@ -3,6 +3,7 @@
 mod api;
 mod gameover;
 mod home;
+pub mod html;
 mod limits;
 mod pay;
 mod status;
@@ -14,8 +15,8 @@ use actix_web::web;
 use paho_mqtt as paho;
 
 use crate::config::Settings;
+use crate::domain::Keys;
 use crate::mqtt::{MqttStats, Topics};
-use crate::payments::Keys;
 use crate::store::Store;
 use crate::writer::Writer;
 

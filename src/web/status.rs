@@ -39,7 +39,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
         "mqtt_rejected": state.stats.rejected.load(Ordering::Relaxed),
         "pulses_published": state.stats.published.load(Ordering::Relaxed),
         "mqtt_refused": state.presence.as_ref().map(|p| p.refused()),
-        "acks_ignored": crate::writer::ACKS_IGNORED.load(Ordering::Relaxed),
+        "acks_ignored": state.stats.acks_ignored.load(Ordering::Relaxed),
         "mqtt_tls_port": state.mqtt_tls_port,
         "pulse_public_key": state.keys.pulse_public_key_hex(),
         "cabinets": cabinets,

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::AppError;
 use crate::stripe::webhook::{parse_event, verify_signature};
 
 /// Real Stripe events are a few KiB; anything near this is not from Stripe.
@@ -15,17 +15,17 @@ pub async fn stripe(
     req: HttpRequest,
     mut payload: web::Payload,
     state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, AppError> {
     let Some(secret) = &state.settings.stripe_webhook_secret else {
         // 503 makes Stripe retry, so nothing is lost while the owner sets the secret.
         tracing::error!("webhook received but STRIPE_WEBHOOK_SECRET is not set");
-        return Err(ApiError::Unavailable(
+        return Err(AppError::Unavailable(
             "STRIPE_WEBHOOK_SECRET is not configured".into(),
         ));
     };
     let reject = |why: String| {
         tracing::warn!(path = %req.path(), reason = %why, "webhook rejected");
-        ApiError::BadRequest(why)
+        AppError::BadRequest(why)
     };
     let declared = req
         .headers()
@@ -51,10 +51,12 @@ pub async fn stripe(
     verify_signature(header, &body, secret.expose(), now).map_err(|e| reject(e.to_string()))?;
     let event = parse_event(&body).map_err(|e| reject(e.to_string()))?;
     let (event_id, kind) = (event.id.clone(), event.kind.clone());
+    // A 500 (logged once, with its cause, by AppError) makes Stripe retry later: the
+    // event is not lost.
     let outcome = state.writer.webhook(event).await.map_err(|e| {
-        // 500: Stripe retries later, and the event is not lost.
-        tracing::error!(event_id = %event_id, error = %e, "webhook could not be stored");
-        ApiError::Internal(e.to_string())
+        AppError::internal(
+            anyhow::Error::new(e).context(format!("webhook {event_id} could not be stored")),
+        )
     })?;
     tracing::info!(event_id = %event_id, event_type = %kind, outcome = outcome.outcome.as_str(),
         payment_id = ?outcome.payment_id, "webhook processed");

@@ -24,9 +24,9 @@ use std::time::Duration;
 use paho_mqtt as paho;
 use tokio::sync::mpsc;
 
-use super::broker::{BrokerEvent, Presence};
-use super::{MqttStats, Topics};
 use crate::domain::db_time;
+use crate::mqtt::broker::{BrokerEvent, Presence};
+use crate::mqtt::{MqttStats, Topics};
 use crate::store::{OutboxPulse, Store};
 use crate::writer::Writer;
 
@@ -50,7 +50,7 @@ pub enum Signal {
     CabinetOnline(String),
 }
 
-enum Settle {
+pub enum Settle {
     /// The broker took a pulse for a cabinet that acks: Ok(id), or Err(id) on failure.
     Answered(Result<String, String>),
     /// These handed marks are committed.
@@ -80,9 +80,39 @@ pub struct Dispatcher {
     pub stats: Arc<MqttStats>,
 }
 
-struct Flight {
+/// Pulses in flight (handed to the broker, handed mark not yet committed) and the channel
+/// on which their publishes and marks settle.
+pub struct Flight {
     ids: HashSet<String>,
     settle: mpsc::Sender<Settle>,
+}
+
+impl Flight {
+    pub fn new() -> (Self, mpsc::Receiver<Settle>) {
+        // Capacity above MAX_INFLIGHT: every publish sends one answer and at most one
+        // mark, so senders never wait on this channel.
+        let (settle, rx) = mpsc::channel::<Settle>(2 * MAX_INFLIGHT + 16);
+        let flight = Self {
+            ids: HashSet::new(),
+            settle,
+        };
+        (flight, rx)
+    }
+
+    /// Whether this pulse is in flight now.
+    pub fn contains(&self, pulse_id: &str) -> bool {
+        self.ids.contains(pulse_id)
+    }
+}
+
+/// Everything the dispatcher reacts to, one at a time.
+pub enum Input {
+    /// A pulse the writer just committed.
+    Fresh(OutboxPulse),
+    Broker(BrokerEvent),
+    Signal(Signal),
+    /// Time to look for pulses nothing else sent.
+    Sweep,
 }
 
 impl Dispatcher {
@@ -92,61 +122,69 @@ impl Dispatcher {
         mut signals: mpsc::Receiver<Signal>,
         mut broker: mpsc::Receiver<BrokerEvent>,
     ) {
-        // Capacity above MAX_INFLIGHT: every publish sends one answer and at most one mark,
-        // so senders never wait on this channel.
-        let (settle_tx, mut settle_rx) = mpsc::channel::<Settle>(2 * MAX_INFLIGHT + 16);
-        let mut flight = Flight {
-            ids: HashSet::new(),
-            settle: settle_tx,
-        };
+        let (mut flight, mut settle_rx) = Flight::new();
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let input = tokio::select! {
                 biased;
                 Some(s) = settle_rx.recv() => {
-                    let mut answered = Vec::new();
-                    self.settle(s, &mut flight, &mut answered);
-                    while let Ok(s) = settle_rx.try_recv() {
-                        self.settle(s, &mut flight, &mut answered);
-                    }
-                    if !answered.is_empty() {
-                        self.mark(answered, &flight);
-                    }
+                    self.settle_all(s, &mut settle_rx, &mut flight);
+                    continue;
                 }
-                Some(p) = fresh.recv() => {
-                    if !p.routed {
-                        self.publish(p, &mut flight).await;
-                    } else if p.acks && flight.ids.insert(p.id.clone()) {
-                        // The writer already handed it over; only the mark is left.
-                        let _ = flight.settle.try_send(Settle::Answered(Ok(p.id)));
-                    }
-                }
-                Some(ev) = broker.recv() => match ev {
-                    BrokerEvent::Subscribed(machine_id) => {
-                        self.deliver_pending(&machine_id, false, &mut flight).await;
-                    }
-                },
-                Some(sig) = signals.recv() => match sig {
-                    Signal::Connected => {
-                        self.subscribe().await;
-                        self.sweep(None, &mut flight).await;
-                    }
-                    Signal::CabinetOnline(machine_id) => {
-                        // A live `online` is itself proof of a coinpulse cabinet; its
-                        // status write may not be committed yet, so say so here.
-                        if matches!(self.outlet, Outlet::External(_)) {
-                            self.deliver_pending(&machine_id, true, &mut flight).await;
-                        }
-                    }
-                },
-                _ = sweep.tick() => {
-                    if self.stats.is_connected() {
-                        let cutoff = db_time(chrono::Utc::now() - SWEEP_AGE);
-                        self.sweep(Some(&cutoff), &mut flight).await;
-                    }
-                }
+                Some(p) = fresh.recv() => Input::Fresh(p),
+                Some(ev) = broker.recv() => Input::Broker(ev),
+                Some(sig) = signals.recv() => Input::Signal(sig),
+                _ = sweep.tick() => Input::Sweep,
                 else => break,
+            };
+            self.dispatch(input, &mut flight).await;
+        }
+    }
+
+    /// Settles `first` and every other answer already waiting, then commits the handed
+    /// marks of all pulses the broker took, in one write.
+    pub fn settle_all(&self, first: Settle, rx: &mut mpsc::Receiver<Settle>, flight: &mut Flight) {
+        let mut answered = Vec::new();
+        self.settle(first, flight, &mut answered);
+        while let Ok(s) = rx.try_recv() {
+            self.settle(s, flight, &mut answered);
+        }
+        if !answered.is_empty() {
+            self.mark(answered, flight);
+        }
+    }
+
+    /// One step of the loop: reacts to one input.
+    pub async fn dispatch(&self, input: Input, flight: &mut Flight) {
+        match input {
+            Input::Fresh(p) => {
+                if !p.routed {
+                    self.publish(p, flight).await;
+                } else if p.acks && flight.ids.insert(p.id.clone()) {
+                    // The writer already handed it over; only the mark is left.
+                    let _ = flight.settle.try_send(Settle::Answered(Ok(p.id)));
+                }
+            }
+            Input::Broker(BrokerEvent::Subscribed(machine_id)) => {
+                self.deliver_pending(&machine_id, false, flight).await;
+            }
+            Input::Signal(Signal::Connected) => {
+                self.subscribe().await;
+                self.sweep(None, flight).await;
+            }
+            Input::Signal(Signal::CabinetOnline(machine_id)) => {
+                // A live `online` is itself proof of a coinpulse cabinet; its status write
+                // may not be committed yet, so say so here.
+                if matches!(self.outlet, Outlet::External(_)) {
+                    self.deliver_pending(&machine_id, true, flight).await;
+                }
+            }
+            Input::Sweep => {
+                if self.stats.is_connected() {
+                    let cutoff = db_time(chrono::Utc::now() - SWEEP_AGE);
+                    self.sweep(Some(&cutoff), flight).await;
+                }
             }
         }
     }
@@ -177,7 +215,7 @@ impl Dispatcher {
         let settle = flight.settle.clone();
         tokio::spawn(async move {
             loop {
-                match writer.published(ids.clone()).await {
+                match writer.handed(ids.clone()).await {
                     Ok(()) => break,
                     Err(e) => {
                         // Keep them in flight (not re-sent) until the mark sticks.
@@ -213,7 +251,7 @@ impl Dispatcher {
         let writer = self.writer.clone();
         let settle = flight.settle.clone();
         tokio::spawn(async move {
-            let next = match writer.published(vec![p.id.clone()]).await {
+            let next = match writer.handed(vec![p.id.clone()]).await {
                 Ok(()) => Settle::Premarked(p),
                 Err(e) => {
                     tracing::warn!(pulse_id = %p.id, error = %e, "could not mark a pulse handed; will retry");
@@ -250,7 +288,7 @@ impl Dispatcher {
                 (false, true) => Settle::SeedDone(p.id),
                 (false, false) => {
                     // Never sent: take the mark back so it goes out later.
-                    if let Err(e) = writer.unpublished(vec![p.id.clone()]).await {
+                    if let Err(e) = writer.unhanded(vec![p.id.clone()]).await {
                         tracing::error!(pulse_id = %p.id, error = %e, "pulse was not sent and is still marked handed; resend it by hand");
                     }
                     Settle::SeedDone(p.id)
@@ -343,5 +381,176 @@ impl Dispatcher {
                 tracing::error!(error = %e, machine_id, "could not read pending pulses")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    use crate::domain::{hash_cabinet_secret, Keys};
+    use crate::mqtt::broker::{self, BrokerOptions};
+    use crate::mqtt::connection::{connect_options, create_client, Target};
+    use crate::store::NewCabinet;
+    use crate::writer::{self, Writer};
+
+    const MACHINE: &str = "cab-1";
+    const SALT: &str = "salt";
+
+    struct Rig {
+        dispatcher: Dispatcher,
+        writer: Writer,
+        keys: Keys,
+        broker: broker::EmbeddedBroker,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let keys = Keys::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        store
+            .insert_cabinet(&NewCabinet {
+                machine_id: MACHINE.into(),
+                name: "Cab".into(),
+                game: String::new(),
+                location: String::new(),
+                price_minor: 100,
+                currency: "usd".into(),
+                enabled: true,
+                secret_salt: SALT.into(),
+                secret_hash: hash_cabinet_secret(&keys.cabinet_secret(MACHINE, SALT)),
+            })
+            .await
+            .unwrap();
+        let topics = Topics::new("arcade/machine");
+        let (events, _events_rx) = mpsc::channel(16);
+        let broker = broker::start(
+            BrokerOptions {
+                listen: Some("127.0.0.1:0".parse().unwrap()),
+                tls: None,
+                topics: topics.clone(),
+                internal_password: keys.internal_mqtt_password(),
+                server_client_id: "coinpulse-server".into(),
+            },
+            store.clone(),
+            events,
+        )
+        .await
+        .unwrap();
+        let stats = Arc::new(MqttStats::default());
+        stats.connected.store(true, Ordering::Relaxed);
+        let core = writer::Core {
+            store: store.clone(),
+            keys: keys.clone(),
+            relay: None,
+            stats: stats.clone(),
+        };
+        let (outbox, _outbox_rx) = mpsc::channel(16);
+        let (writer, _task) = Writer::spawn(core, outbox);
+        // The server's own connection is not used by the inputs these tests send.
+        let client = create_client(&target(broker.addr, "coinpulse-server", None)).unwrap();
+        let dispatcher = Dispatcher {
+            client,
+            outlet: Outlet::Embedded(broker.presence.clone()),
+            topics,
+            store,
+            writer: writer.clone(),
+            stats,
+        };
+        Rig {
+            dispatcher,
+            writer,
+            keys,
+            broker,
+            _dir: dir,
+        }
+    }
+
+    fn target(addr: std::net::SocketAddr, client_id: &str, password: Option<String>) -> Target {
+        Target {
+            uri: format!("tcp://{addr}"),
+            username: password.as_ref().map(|_| client_id.to_owned()),
+            password,
+            ca_file: None,
+            client_id: client_id.to_owned(),
+        }
+    }
+
+    /// Runs the settle side of the loop until `pulse_id` leaves the in-flight set.
+    async fn settle_until_landed(
+        d: &Dispatcher,
+        flight: &mut Flight,
+        rx: &mut mpsc::Receiver<Settle>,
+        pulse_id: &str,
+    ) {
+        while flight.contains(pulse_id) {
+            let s = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("the pulse settles")
+                .unwrap();
+            d.settle_all(s, rx, flight);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pulse_waits_for_its_cabinet_and_goes_out_when_it_subscribes() {
+        let rig = rig().await;
+        let d = &rig.dispatcher;
+        let pulse = rig.writer.grant(MACHINE, 2, "test").await.unwrap().unwrap();
+        let (mut flight, mut settle_rx) = Flight::new();
+
+        // Nobody is connected: the pulse stays in the outbox.
+        d.dispatch(Input::Fresh(pulse.clone()), &mut flight).await;
+        assert!(!flight.contains(&pulse.id));
+        assert_eq!(d.store.count_unpublished().await.unwrap(), 1);
+
+        // The cabinet connects and subscribes; the subscription event sends the pulse.
+        let secret = rig.keys.cabinet_secret(MACHINE, SALT);
+        let cabinet =
+            create_client(&target(rig.broker.addr, MACHINE, Some(secret.clone()))).unwrap();
+        let mut stream = cabinet.get_stream(16);
+        cabinet
+            .connect(
+                connect_options(&target(rig.broker.addr, MACHINE, Some(secret)), true, None)
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        cabinet
+            .subscribe(d.topics.coinpulse(MACHINE), 1)
+            .await
+            .unwrap();
+        d.dispatch(
+            Input::Broker(BrokerEvent::Subscribed(MACHINE.into())),
+            &mut flight,
+        )
+        .await;
+        settle_until_landed(d, &mut flight, &mut settle_rx, &pulse.id).await;
+
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the cabinet gets its pulse")
+            .flatten()
+            .expect("a message");
+        assert_eq!(msg.payload_str(), pulse.payload);
+        assert_eq!(
+            d.store.count_unpublished().await.unwrap(),
+            0,
+            "marked handed"
+        );
+
+        // A second subscription does not send a seed cabinet's handed pulse again.
+        d.dispatch(
+            Input::Broker(BrokerEvent::Subscribed(MACHINE.into())),
+            &mut flight,
+        )
+        .await;
+        assert!(!flight.contains(&pulse.id));
+        let again = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+        assert!(again.is_err(), "no repeat for a cabinet that never acks");
+        rig.broker.shutdown();
     }
 }

@@ -1,0 +1,92 @@
+//! `POST /p/{machine_id}/checkout`: checks the form, then hands the player to Stripe.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::{csrf_for, load, nonce_is_fresh, Loaded, Payable, COOKIE};
+use crate::checkout::{self, Buyer, CheckoutError};
+use crate::error::{AppError, PageError};
+use crate::web::AppState;
+
+#[derive(Deserialize)]
+pub struct CheckoutForm {
+    bundle: usize,
+    csrf: String,
+    nonce: String,
+}
+
+pub async fn checkout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<CheckoutForm>,
+) -> Result<HttpResponse, PageError> {
+    let back = || Some(format!("/p/{}", path.as_str()));
+    let cookie = req.cookie(COOKIE).map(|c| c.value().to_owned());
+    let form_ok = cookie.as_deref().is_some_and(|c| {
+        let expected = csrf_for(&state, c, path.as_str(), &form.nonce);
+        bool::from(expected.as_bytes().ct_eq(form.csrf.as_bytes())) && nonce_is_fresh(&form.nonce)
+    });
+    let Some(cookie) = cookie.filter(|_| form_ok) else {
+        tracing::warn!(machine_id = %path.as_str(), "checkout refused: missing or bad CSRF token");
+        return Err(AppError::Forbidden(
+            "This page expired. Go back to the machine's page and choose again.".into(),
+        )
+        .page("Please start again", back()));
+    };
+    if let Err(wait) = state
+        .limits
+        .checkout(req.peer_addr().map(|a| a.ip()), &cookie)
+    {
+        tracing::warn!(machine_id = %path.as_str(), peer = ?req.peer_addr(), "checkout rate-limited");
+        let secs = wait.as_secs().max(1);
+        return Err(AppError::TooManyRequests {
+            message: format!("Too many payment attempts from this phone. Please wait {secs} seconds and try again."),
+            retry_after_secs: secs,
+        }
+        .page("Too many attempts", back()));
+    }
+    let Payable { cabinet, bundles } = match load(&state, &path).await? {
+        Loaded::Payable(p) => p,
+        Loaded::Unavailable(res) => return Ok(res),
+    };
+    let Some(bundle) = bundles.get(form.bundle) else {
+        return Err(AppError::BadRequest(
+            "That option is no longer offered. Please choose again.".into(),
+        )
+        .page("Please choose again", back()));
+    };
+    let buyer = Buyer {
+        id: state.keys.mac("pay-buyer", &cookie),
+        nonce: &form.nonce,
+    };
+    let started = checkout::start(
+        &state.store,
+        &state.stripe,
+        &state.keys,
+        &state.settings.public_url,
+        &cabinet,
+        bundle,
+        buyer,
+    )
+    .await;
+    match started {
+        Ok(url) => Ok(HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, url))
+            .finish()),
+        Err(e) => {
+            tracing::error!(machine_id = %cabinet.machine_id, error = %e, "checkout could not start");
+            let error = match e {
+                CheckoutError::Stripe(_) => AppError::BadGateway(
+                    "We couldn't reach the payment service. You have not been charged. Please try again.".into(),
+                ),
+                CheckoutError::Store(_) => AppError::Unavailable(
+                    "Something went wrong on our side. You have not been charged. Please try again.".into(),
+                ),
+            };
+            Err(error.page("Payment couldn't start", back()))
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! What a player sees after scanning a sticker: the pay page, the hand-off to Stripe
+//! Checkout, and the live "credits sent" page. Server-rendered, works without JavaScript.
+
+mod checkout;
+mod page;
+mod thanks;
+
+pub use checkout::checkout;
+pub use page::page;
+pub use thanks::{status, thanks};
+
+use actix_web::HttpResponse;
+
+use super::{html, AppState};
+use crate::domain::{
+    offered_bundles, random_token, unavailable, Bundle, Cabinet, Currency, MachineId,
+};
+use crate::error::{AppError, PageError};
+
+/// The pay page's cookie: a random id per phone, for the form token and session reuse.
+const COOKIE: &str = "cp_pay";
+/// How long a pay page's form stays valid.
+const FORM_LIFETIME_SECS: i64 = 3600;
+
+/// A cabinet that can take a payment now, and what it offers.
+struct Payable {
+    cabinet: Cabinet,
+    bundles: Vec<Bundle>,
+}
+
+/// Either the cabinet can be paid, or the page to show instead.
+enum Loaded {
+    Payable(Payable),
+    Unavailable(HttpResponse),
+}
+
+async fn load(state: &AppState, raw: &str) -> Result<Loaded, PageError> {
+    let not_found = || {
+        AppError::NotFound(
+            "This code doesn't belong to a machine here. Please check the sticker or ask a member of staff.".into(),
+        )
+        .page("Machine not found", None)
+    };
+    let id = MachineId::parse(raw).map_err(|_| not_found())?;
+    let cabinet = state
+        .store
+        .cabinet(id.as_str())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "pay page: database error");
+            AppError::Unavailable(
+                "We couldn't load this machine just now. Please try again in a moment.".into(),
+            )
+            .page("Please try again", Some(format!("/p/{raw}")))
+        })?
+        .ok_or_else(not_found)?;
+    let connected = match &state.presence {
+        Some(p) => Some(p.link(&cabinet.machine_id).await.connected),
+        None => None,
+    };
+    if let Some(why) = unavailable(
+        &cabinet,
+        connected,
+        state.settings.offline_after,
+        chrono::Utc::now(),
+    ) {
+        let heading = format!("{} is unavailable", cabinet.name);
+        return Ok(Loaded::Unavailable(html::message(&heading, why)));
+    }
+    let stored = state
+        .store
+        .bundles(&cabinet.machine_id)
+        .await
+        .unwrap_or_default();
+    let currency = Currency::parse(&cabinet.currency).map_err(|_| not_found())?;
+    let bundles = offered_bundles(&stored, cabinet.price_minor, &currency);
+    Ok(Loaded::Payable(Payable { cabinet, bundles }))
+}
+
+/// The form's token binds the page cookie, the cabinet and the server-issued nonce, so
+/// neither the nonce (which becomes Stripe's idempotency key) nor the cabinet can be chosen
+/// by the client.
+fn csrf_for(state: &AppState, cookie: &str, machine_id: &str, nonce: &str) -> String {
+    state
+        .keys
+        .mac("pay-csrf", &format!("{cookie}|{machine_id}|{nonce}"))
+}
+
+/// A fresh nonce: random, with the time it was issued.
+fn new_nonce() -> String {
+    format!("{}.{}", random_token(12), chrono::Utc::now().timestamp())
+}
+
+fn nonce_is_fresh(nonce: &str) -> bool {
+    nonce
+        .rsplit_once('.')
+        .and_then(|(_, t)| t.parse::<i64>().ok())
+        .is_some_and(|t| {
+            let age = chrono::Utc::now().timestamp() - t;
+            (-60..=FORM_LIFETIME_SECS).contains(&age)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_expire_after_the_form_lifetime() {
+        assert!(nonce_is_fresh(&new_nonce()));
+        let old = chrono::Utc::now().timestamp() - FORM_LIFETIME_SECS - 1;
+        assert!(!nonce_is_fresh(&format!("abc.{old}")));
+        assert!(!nonce_is_fresh("no-time"));
+    }
+}
