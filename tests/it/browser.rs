@@ -1,6 +1,7 @@
 //! A player's whole journey in headless Chromium at a phone's size: pay page → bundle →
-//! (fake) Stripe Checkout → thanks page that updates itself. Screenshots land in
-//! docs/screenshots/.
+//! (fake) Stripe Checkout → thanks page that updates itself. Screenshots are taken into a
+//! temporary directory; to refresh the ones in docs/screenshots/, run
+//! `COINPULSE_SCREENSHOTS=docs/screenshots cargo test --test it player_pays_on_a_phone`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -27,10 +28,31 @@ fn find(cmd: &str) -> Option<String> {
         .find(|p| std::path::Path::new(p).exists())
 }
 
-fn screenshots_dir() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// Screenshots of one run, in a temporary directory; copied to $COINPULSE_SCREENSHOTS
+/// (relative to the package root) only when that is set and the test got to the end.
+struct Screenshots(tempfile::TempDir);
+
+impl Screenshots {
+    fn new() -> Self {
+        Self(tempfile::tempdir().unwrap())
+    }
+
+    fn save(&self, name: &str, png: &[u8]) {
+        std::fs::write(self.0.path().join(name), png).unwrap();
+    }
+
+    fn publish(self) {
+        let Some(to) = std::env::var_os("COINPULSE_SCREENSHOTS").filter(|d| !d.is_empty()) else {
+            return;
+        };
+        let to = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(to);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(self.0.path()).unwrap() {
+            let from = entry.unwrap().path();
+            std::fs::copy(&from, to.join(from.file_name().unwrap())).unwrap();
+        }
+        eprintln!("screenshots copied to {}", to.display());
+    }
 }
 
 #[tokio::test]
@@ -41,10 +63,14 @@ async fn player_pays_on_a_phone_and_sees_credits_sent() {
             std::env::var_os("CI").is_none(),
             "chromium and chromedriver are required in CI"
         );
+        assert!(
+            std::env::var_os("COINPULSE_SCREENSHOTS").is_none(),
+            "screenshots need chromium and chromedriver"
+        );
         eprintln!("SKIPPED: chromium/chromedriver not installed (run .ci/setup)");
         return;
     };
-    let t = crate::pay::pay_app(|_| {}).await;
+    let t = pay_app(|_| {}).await;
     let (app, fake) = (&t.app, &t.fake);
     let mut cab = app.cabinet(100, "usd").await;
     app.api(
@@ -102,7 +128,7 @@ async fn player_pays_on_a_phone_and_sees_credits_sent() {
         }
     }
     let c = client.expect("webdriver session");
-    let shots = screenshots_dir();
+    let shots = Screenshots::new();
 
     c.goto(&format!("{}/p/{}", app.base, cab.machine_id))
         .await
@@ -115,11 +141,7 @@ async fn player_pays_on_a_phone_and_sees_credits_sent() {
         .await
         .unwrap();
     assert_eq!(heading, "Cabinet 4");
-    std::fs::write(
-        shots.join("pay-page-phone.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    shots.save("pay-page-phone.png", &c.screenshot().await.unwrap());
 
     c.find(Locator::XPath("//label[contains(., 'best value')]"))
         .await
@@ -154,11 +176,7 @@ async fn player_pays_on_a_phone_and_sees_credits_sent() {
         .params
         .clone();
     assert_eq!(session["line_items[0][price_data][unit_amount]"], "250");
-    std::fs::write(
-        shots.join("stripe-checkout-fake.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    shots.save("stripe-checkout-fake.png", &c.screenshot().await.unwrap());
 
     pay.click().await.unwrap();
     c.wait()
@@ -196,11 +214,8 @@ async fn player_pays_on_a_phone_and_sees_credits_sent() {
         done >= 2,
         "payment received and credits sent are ticked ({done})"
     );
-    std::fs::write(
-        shots.join("thanks-phone.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    shots.save("thanks-phone.png", &c.screenshot().await.unwrap());
     c.close().await.unwrap();
     drop(driver);
+    shots.publish();
 }

@@ -64,7 +64,8 @@ async fn pulse_waits_for_an_unreachable_broker_and_arrives_once() {
     .await;
 
     // A later payment is the next thing the cabinet sees: the first was not sent twice.
-    app.post_webhook(&paid(&machine_id, 500, "usd")).await;
+    let (status, body) = app.post_webhook(&paid(&machine_id, 500, "usd")).await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("credited")));
     assert_eq!(cab.expect_credit().await.credits, 5);
 }
 
@@ -148,7 +149,8 @@ async fn unacked_pulses_are_redelivered_when_an_acking_cabinet_reconnects() {
     let app = spawn_embedded(&db).await;
     let mut cab = app.cabinet(100, "usd").await;
     // Teach the server that this cabinet acks.
-    app.post_webhook(&paid(&cab.machine_id, 100, "usd")).await;
+    let (status, _) = app.post_webhook(&paid(&cab.machine_id, 100, "usd")).await;
+    assert_eq!(status, 200);
     cab.expect_credit().await;
     app.eventually("first ack", || async {
         app.pulses(&cab.machine_id).await[0]["acked_at"].is_string()
@@ -160,7 +162,8 @@ async fn unacked_pulses_are_redelivered_when_an_acking_cabinet_reconnects() {
     let mut mute = app
         .connect_cabinet(&cab.machine_id, &cab.secret, false)
         .await;
-    app.post_webhook(&paid(&cab.machine_id, 300, "usd")).await;
+    let (status, _) = app.post_webhook(&paid(&cab.machine_id, 300, "usd")).await;
+    assert_eq!(status, 200);
     let lost = mute.expect_credit().await;
     mute.sim.take().unwrap().disconnect().await;
 
@@ -223,7 +226,13 @@ async fn cabinet_rejects_a_forged_pulse() {
         );
         assert!(app.status().await["mqtt_refused"].as_u64().unwrap() >= 1);
     }
-    let _ = other.next_event(0).await;
+    // Nothing was booked for the forgery, and the forger heard nothing back.
+    assert!(app.pulses(&cab.machine_id).await.is_empty());
+    assert_eq!(
+        other.next_event(1).await,
+        None,
+        "the forger received something"
+    );
 }
 
 /// Many pulses for a seed cabinet at once, with the one-second sweep running under them:

@@ -1,7 +1,6 @@
 //! Integration tests: the real server, a real broker, real MQTT cabinets, real databases.
 #![recursion_limit = "256"]
 
-mod fake_stripe;
 mod support;
 
 mod api;

@@ -4,28 +4,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::fake_stripe::FakeStripe;
 use crate::support::*;
-
-/// An app wired to its own fake Stripe, which delivers completed sessions' webhooks to it.
-pub struct PayTest {
-    pub app: TestApp,
-    pub fake: FakeStripe,
-    pub _db: TestDb,
-}
-
-pub async fn pay_app(tweak: impl FnOnce(&mut AppOptions)) -> PayTest {
-    let fake = FakeStripe::start().await;
-    let db = TestDb::new().await;
-    let mut opts = AppOptions {
-        stripe_api_base: Some(fake.base.clone()),
-        ..AppOptions::default()
-    };
-    tweak(&mut opts);
-    let app = spawn_app_with(&db, opts).await;
-    fake.deliver_webhooks_to(&app.base);
-    PayTest { app, fake, _db: db }
-}
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
@@ -171,7 +150,13 @@ async fn offline_cabinet_offers_no_payment() {
             t.app.get(&path).await["online"] == false
         })
         .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The pay page judges by the last time the cabinet was seen, to the second: wait for
+    // offline_after (0 s) to pass rather than for a fixed time.
+    t.app
+        .eventually("the pay page stops offering payment", || async {
+            !open_page(&t.app, &cab.machine_id).await.1.contains("<form")
+        })
+        .await;
     let (_, html, _) = open_page(&t.app, &cab.machine_id).await;
     assert!(
         html.contains("offline") && !html.contains("<form"),
@@ -256,16 +241,27 @@ async fn stripe_error_gives_a_friendly_page_and_nothing_is_stored() {
         "4xx too"
     );
     assert!(t.app.payments(&cab.machine_id).await.is_empty());
-    let store = coinpulse::store::Store::connect(&t._db.url).await.unwrap();
-    let open: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM checkout_sessions")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    assert_eq!(open, 0, "no half-created checkout state");
-    // And the next attempt works.
-    assert!(checkout(&t.app, &cab.machine_id, 0)
-        .await
-        .starts_with("cs_test_"));
+    // coinpulse keeps a checkout session only under the id Stripe gave it: with none
+    // created at Stripe, none can be half-created here.
+    assert_eq!(
+        t.fake.requests("/v1/checkout/sessions").len(),
+        2,
+        "both attempts reached Stripe"
+    );
+    assert_eq!(
+        t.fake.sessions_created(),
+        0,
+        "no half-created checkout state"
+    );
+    // And the next attempt works: one session at Stripe, and coinpulse knows it.
+    let id = checkout(&t.app, &cab.machine_id, 0).await;
+    assert!(id.starts_with("cs_test_"));
+    assert_eq!(t.fake.sessions_created(), 1);
+    let status = t
+        .app
+        .fetch(&format!("/p/{}/status?session_id={id}", cab.machine_id))
+        .await;
+    assert_eq!(status.status().as_u16(), 200, "the new session is stored");
 
     // Stripe unreachable (network error).
     let db = TestDb::new().await;

@@ -1,18 +1,17 @@
-//! Test support: the real server on random ports (temporary SQLite, or a fresh PostgreSQL
-//! database when TEST_DATABASE_URL is set), the embedded broker (or TEST_MQTT_URL), a real
-//! MQTT cabinet, and helpers for signed Stripe webhooks.
+//! The app under test: the real server on random ports, on a temporary SQLite database (or
+//! a fresh PostgreSQL one when TEST_DATABASE_URL is set) and the embedded broker (or
+//! TEST_MQTT_URL), and the JSON API as a test calls it.
 
 use std::time::Duration;
 
 use clap::Parser;
 use coinpulse::app::{Application, StopHandle};
-use coinpulse::cabinet_sim::{SimCabinet, SimEvent, SimOptions};
 use coinpulse::config::Settings;
-use coinpulse::stripe::webhook::sign;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
-pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
+use super::stripe::{self, FakeStripe};
+use super::WEBHOOK_SECRET;
+
 pub const API_TOKEN: &str = "test-api-token";
 pub const SECRET_KEY: &str = "test-master-key-0123456789abcdef";
 
@@ -182,7 +181,7 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
                 .as_deref()
                 .unwrap_or("http://127.0.0.1:9")
         ),
-        format!("--stripe-secret-key={}", crate::fake_stripe::SECRET_KEY),
+        format!("--stripe-secret-key={}", stripe::SECRET_KEY),
         format!("--allow-promotion-codes={}", opts.allow_promotion_codes),
         format!("--offline-after={}", opts.offline_after.unwrap_or(120)),
     ];
@@ -229,35 +228,24 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
     test_app
 }
 
-/// A cabinet as the tests see it: credentials plus the events its simulator reports.
-pub struct Cabinet {
-    pub machine_id: String,
-    pub secret: String,
-    pub sim: Option<SimCabinet>,
-    pub events: mpsc::UnboundedReceiver<SimEvent>,
+/// An app wired to its own fake Stripe, which delivers completed sessions' webhooks to it.
+pub struct PayTest {
+    pub app: TestApp,
+    pub fake: FakeStripe,
+    pub _db: TestDb,
 }
 
-impl Cabinet {
-    /// The next event within `secs` seconds.
-    pub async fn next_event(&mut self, secs: u64) -> Option<SimEvent> {
-        tokio::time::timeout(Duration::from_secs(secs), self.events.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// The next credit, failing the test on timeout or on anything else first. Redeliveries
-    /// of pulses already credited are allowed (MQTT is at-least-once; the cabinet ignores
-    /// ids it has seen), so they are skipped; a second *credit* would be a real double.
-    pub async fn expect_credit(&mut self) -> coinpulse::domain::PulseMessage {
-        loop {
-            match self.next_event(15).await {
-                Some(SimEvent::Credit(p)) => return p,
-                Some(SimEvent::Duplicate(_)) => continue,
-                other => panic!("expected a credit for {}, got {other:?}", self.machine_id),
-            }
-        }
-    }
+pub async fn pay_app(tweak: impl FnOnce(&mut AppOptions)) -> PayTest {
+    let fake = FakeStripe::start().await;
+    let db = TestDb::new().await;
+    let mut opts = AppOptions {
+        stripe_api_base: Some(fake.base.clone()),
+        ..AppOptions::default()
+    };
+    tweak(&mut opts);
+    let app = spawn_app_with(&db, opts).await;
+    fake.deliver_webhooks_to(&app.base);
+    PayTest { app, fake, _db: db }
 }
 
 impl TestApp {
@@ -349,66 +337,6 @@ impl TestApp {
         assert_eq!(code, 200, "always_available: {body}");
     }
 
-    /// Registers a cabinet and connects its simulator (acking, like a current cabinet).
-    pub async fn cabinet(&self, price: i64, currency: &str) -> Cabinet {
-        let machine_id = unique("cab");
-        let secret = self.register(&machine_id, price, currency).await;
-        self.connect_cabinet(&machine_id, &secret, true).await
-    }
-
-    pub async fn connect_cabinet(&self, machine_id: &str, secret: &str, ack: bool) -> Cabinet {
-        let (sim, events) = SimCabinet::connect(SimOptions {
-            machine_id: machine_id.to_owned(),
-            secret: secret.to_owned(),
-            broker: self.broker.clone(),
-            ca_file: None,
-            topic_prefix: self.topic_prefix.clone(),
-            play_seconds: None,
-            ack,
-            give_up_after: Some(Duration::from_secs(10)),
-            public_key: None,
-            state_file: None,
-            max_age: None,
-        })
-        .await
-        .expect("cabinet connects");
-        if ack {
-            // Its retained "online" reaches the server asynchronously; pages judge by it.
-            let path = format!("/cabinets/{machine_id}");
-            self.eventually("the cabinet is seen online", || async {
-                self.get(&path).await["online"] == true
-            })
-            .await;
-        }
-        Cabinet {
-            machine_id: machine_id.to_owned(),
-            secret: secret.to_owned(),
-            sim: Some(sim),
-            events,
-        }
-    }
-
-    /// Posts `body` signed as Stripe would, at time `t` (now when None).
-    pub async fn post_webhook_at(&self, path: &str, body: &str, t: Option<i64>) -> (u16, Value) {
-        let t = t.unwrap_or_else(|| chrono::Utc::now().timestamp());
-        let res = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("Content-Type", "application/json")
-            .header("Stripe-Signature", sign(WEBHOOK_SECRET, t, body.as_bytes()))
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn post_webhook(&self, body: &Value) -> (u16, Value) {
-        self.post_webhook_at("/webhooks/stripe", &body.to_string(), None)
-            .await
-    }
-
     pub async fn payments(&self, machine_id: &str) -> Vec<Value> {
         self.get(&format!("/payments?machine_id={machine_id}&limit=100"))
             .await["payments"]
@@ -447,40 +375,4 @@ impl TestApp {
         }
         panic!("timed out waiting for: {what}");
     }
-}
-
-/// A Stripe checkout-session event.
-pub fn session_event(kind: &str, event_id: &str, session: Value) -> Value {
-    json!({
-        "id": event_id, "object": "event", "api_version": "2024-06-20", "livemode": false,
-        "created": chrono::Utc::now().timestamp(), "type": kind,
-        "pending_webhooks": 1, "request": {"id": null, "idempotency_key": null},
-        "data": {"object": session}
-    })
-}
-
-pub fn session(
-    id: &str,
-    machine_id: &str,
-    amount: i64,
-    currency: &str,
-    payment_status: &str,
-) -> Value {
-    json!({
-        "id": id, "object": "checkout.session", "amount_subtotal": amount, "amount_total": amount,
-        "currency": currency, "customer_details": {"email": "player@example.com", "name": null},
-        "client_reference_id": null, "metadata": {"machine_id": machine_id}, "mode": "payment",
-        "payment_intent": format!("pi_{id}"), "payment_status": payment_status, "status": "complete",
-        "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0}
-    })
-}
-
-/// A paid checkout.session.completed with fresh ids.
-pub fn paid(machine_id: &str, amount: i64, currency: &str) -> Value {
-    let s = unique("cs_test");
-    session_event(
-        "checkout.session.completed",
-        &unique("evt"),
-        session(&s, machine_id, amount, currency, "paid"),
-    )
 }

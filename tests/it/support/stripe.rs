@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-use crate::support::WEBHOOK_SECRET;
+use super::stripe_signature;
 
 pub const SECRET_KEY: &str = "sk_test_fake_0123456789";
 
@@ -94,6 +94,11 @@ impl FakeStripe {
             .collect()
     }
 
+    /// How many Checkout Sessions Stripe has created (failed requests create none).
+    pub fn sessions_created(&self) -> usize {
+        self.state.lock().unwrap().sessions.len()
+    }
+
     pub fn session(&self, id: &str) -> Value {
         self.state
             .lock()
@@ -125,11 +130,7 @@ impl FakeStripe {
             (event, st.webhook_url.clone())
         };
         let body = event.to_string();
-        let sig = coinpulse::stripe::webhook::sign(
-            WEBHOOK_SECRET,
-            chrono::Utc::now().timestamp(),
-            body.as_bytes(),
-        );
+        let sig = stripe_signature(&body);
         let res = reqwest::Client::new()
             .post(url)
             .header("Content-Type", "application/json; charset=utf-8")

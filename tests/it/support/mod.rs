@@ -1,0 +1,11 @@
+//! Test support, one module per concern: the app and its database, the fake Stripe, an
+//! MQTT test cabinet, and signed webhooks. Tests `use crate::support::*`.
+
+mod app;
+mod cabinet;
+pub mod stripe;
+mod webhooks;
+
+pub use app::*;
+pub use cabinet::*;
+pub use webhooks::*;
