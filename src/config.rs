@@ -27,7 +27,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-fn parse_secret(s: &str) -> Result<Secret, String> {
+pub(crate) fn parse_secret(s: &str) -> Result<Secret, String> {
     if s.trim().is_empty() {
         Err("must not be empty".into())
     } else {
@@ -57,7 +57,7 @@ fn parse_mqtt_url(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_topic_prefix(s: &str) -> Result<String, String> {
+pub(crate) fn parse_topic_prefix(s: &str) -> Result<String, String> {
     let p = s.trim_matches('/');
     if p.is_empty() || p.contains(['+', '#']) {
         Err("must be a plain topic path like arcade/machine (no wildcards)".into())
@@ -66,110 +66,105 @@ fn parse_topic_prefix(s: &str) -> Result<String, String> {
     }
 }
 
-/// Every setting, usable by every subcommand. Each also reads the environment variable of
-/// the same name in upper case.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://coinpulse.db";
+pub const DEFAULT_TOPIC_PREFIX: &str = "arcade/machine";
+
+/// Every setting of `coinpulse serve`. Each also reads the environment variable of the same
+/// name in upper case; an empty variable counts as unset (see [`load_environment`]).
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address the web server listens on.
-    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080", global = true)]
+    #[arg(long, env = "BIND", default_value = DEFAULT_BIND)]
     pub bind: SocketAddr,
 
     /// The URL players and Stripe reach this server at (used in QR codes and redirects).
-    #[arg(long, env = "PUBLIC_URL", default_value = "http://localhost:8080", value_parser = parse_http_url, global = true)]
+    #[arg(long, env = "PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL, value_parser = parse_http_url)]
     pub public_url: String,
 
     /// Database: a SQLite file path or sqlite:// URL (created on first run), or postgres://…
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://coinpulse.db",
-        global = true
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 
     /// Most database connections the server holds open (default: 16 for PostgreSQL, 8 for
     /// SQLite). Lower it for a hosted PostgreSQL with a small connection limit.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(2..=1000), global = true)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub database_max_connections: Option<u32>,
 
     /// Stripe webhook signing secret (whsec_…), from the Stripe dashboard or `stripe listen`.
-    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", value_parser = parse_secret, hide_env_values = true, global = true)]
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", value_parser = parse_secret, hide_env_values = true)]
     pub stripe_webhook_secret: Option<Secret>,
 
     /// Stripe secret API key (sk_…); STRIPE_API_KEY is accepted too.
-    #[arg(long, env = "STRIPE_SECRET_KEY", value_parser = parse_secret, hide_env_values = true, global = true)]
+    #[arg(long, env = "STRIPE_SECRET_KEY", value_parser = parse_secret, hide_env_values = true)]
     pub stripe_secret_key: Option<Secret>,
 
     /// Base URL of Stripe's API; tests and demos point it at a local fake.
-    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com", value_parser = parse_http_url, global = true)]
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com", value_parser = parse_http_url)]
     pub stripe_api_base: String,
 
     /// External MQTT broker (tcp://host:1883 or ssl://host:8883). Unset: run the embedded broker.
-    #[arg(long, env = "MQTT_URL", value_parser = parse_mqtt_url, global = true)]
+    #[arg(long, env = "MQTT_URL", value_parser = parse_mqtt_url)]
     pub mqtt_url: Option<String>,
 
     /// Username for the external broker.
-    #[arg(long, env = "MQTT_USERNAME", global = true)]
+    #[arg(long, env = "MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
 
     /// Password for the external broker.
-    #[arg(long, env = "MQTT_PASSWORD", value_parser = parse_secret, hide_env_values = true, global = true)]
+    #[arg(long, env = "MQTT_PASSWORD", value_parser = parse_secret, hide_env_values = true)]
     pub mqtt_password: Option<Secret>,
 
     /// CA certificate (PEM) for ssl:// brokers, like the seed's ca.crt.
-    #[arg(long, env = "MQTT_CA_FILE", global = true)]
+    #[arg(long, env = "MQTT_CA_FILE")]
     pub mqtt_ca_file: Option<PathBuf>,
 
     /// Topic prefix; cabinets use {prefix}/{machine_id}/coinpulse and …/gameover.
-    #[arg(long, env = "MQTT_TOPIC_PREFIX", default_value = "arcade/machine", value_parser = parse_topic_prefix, global = true)]
+    #[arg(long, env = "MQTT_TOPIC_PREFIX", default_value = DEFAULT_TOPIC_PREFIX, value_parser = parse_topic_prefix)]
     pub mqtt_topic_prefix: String,
 
     /// The server's MQTT client id; replicas sharing a broker each need their own.
-    #[arg(
-        long,
-        env = "MQTT_CLIENT_ID",
-        default_value = "coinpulse-server",
-        global = true
-    )]
+    #[arg(long, env = "MQTT_CLIENT_ID", default_value = "coinpulse-server")]
     pub mqtt_client_id: String,
 
     /// Where the embedded broker listens (only without MQTT_URL). Default 0.0.0.0:1883, or
     /// the next free port up to 1889 when another broker already has 1883 (logged loudly).
-    #[arg(long, env = "MQTT_LISTEN", global = true)]
+    #[arg(long, env = "MQTT_LISTEN")]
     pub mqtt_listen: Option<SocketAddr>,
 
     /// TLS listener of the embedded broker (e.g. 0.0.0.0:8883), beside the plain one. Needs
     /// MQTT_TLS_CERT and MQTT_TLS_KEY; `coinpulse tls self-signed` writes a pair for a LAN.
-    #[arg(long, env = "MQTT_TLS_LISTEN", global = true, requires_all = ["mqtt_tls_cert", "mqtt_tls_key"])]
+    #[arg(long, env = "MQTT_TLS_LISTEN", requires_all = ["mqtt_tls_cert", "mqtt_tls_key"])]
     pub mqtt_tls_listen: Option<SocketAddr>,
 
     /// Certificate chain (PEM) for MQTT_TLS_LISTEN.
-    #[arg(long, env = "MQTT_TLS_CERT", global = true)]
+    #[arg(long, env = "MQTT_TLS_CERT")]
     pub mqtt_tls_cert: Option<PathBuf>,
 
     /// Private key (PEM) for MQTT_TLS_LISTEN.
-    #[arg(long, env = "MQTT_TLS_KEY", global = true)]
+    #[arg(long, env = "MQTT_TLS_KEY")]
     pub mqtt_tls_key: Option<PathBuf>,
 
     /// Bearer token for the /api/v1 JSON API and /create-payment-link. Unset: API disabled.
-    #[arg(long, env = "API_TOKEN", value_parser = parse_secret, hide_env_values = true, global = true)]
+    #[arg(long, env = "API_TOKEN", value_parser = parse_secret, hide_env_values = true)]
     pub api_token: Option<Secret>,
 
     /// Master secret for sessions and cabinet secrets. Unset: generated once and kept in
     /// coinpulse.secret beside the database (owner-only permissions).
-    #[arg(long, env = "SECRET_KEY", value_parser = parse_secret, hide_env_values = true, global = true)]
+    #[arg(long, env = "SECRET_KEY", value_parser = parse_secret, hide_env_values = true)]
     pub secret_key: Option<Secret>,
 
     /// Let players enter Stripe promotion codes at checkout.
-    #[arg(long, env = "ALLOW_PROMOTION_CODES", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    #[arg(long, env = "ALLOW_PROMOTION_CODES", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_promotion_codes: bool,
 
     /// Seconds a cabinet may be offline before its pay page stops taking payments.
-    #[arg(long, env = "OFFLINE_AFTER", default_value_t = 120, global = true)]
+    #[arg(long, env = "OFFLINE_AFTER", default_value_t = 120)]
     pub offline_after: u64,
 
     /// Log format: text or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 }
 
@@ -200,35 +195,139 @@ impl Settings {
 
     /// The SQLite file, when the database is one.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
-        let rest = self.database_url.strip_prefix("sqlite:")?;
-        let rest = rest.trim_start_matches("//");
-        let path = rest.split('?').next().unwrap_or(rest);
-        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+        sqlite_path(&self.database_url)
     }
 
     /// The master key: SECRET_KEY, or the key file beside the database (created if absent).
     pub fn master_key(&self) -> Result<Vec<u8>, ConfigError> {
-        if let Some(key) = &self.secret_key {
-            if key.expose().len() < 16 {
-                return Err(ConfigError {
-                    setting: "SECRET_KEY",
-                    message: "must be at least 16 characters (32 random bytes recommended)".into(),
-                });
-            }
-            return Ok(key.expose().as_bytes().to_vec());
+        master_key(self.secret_key.as_ref(), &self.database_url)
+    }
+}
+
+/// What the owner's tools (`coinpulse cabinet …`) need: the database, the master key that
+/// derives cabinet secrets, and how cabinets and players reach the server. The same
+/// variables as `serve`'s, so one `.env` serves both.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseSettings {
+    /// Database: a SQLite file path or sqlite:// URL, or postgres://… (the server's).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    pub database_url: String,
+
+    /// The server's master secret. Unset: the coinpulse.secret file beside the database.
+    #[arg(long, env = "SECRET_KEY", value_parser = parse_secret, hide_env_values = true, global = true)]
+    pub secret_key: Option<Secret>,
+
+    /// The URL players reach the server at (printed pay-page links).
+    #[arg(long, env = "PUBLIC_URL", default_value = DEFAULT_PUBLIC_URL, value_parser = parse_http_url, global = true)]
+    pub public_url: String,
+
+    /// The external broker cabinets connect to, if the server uses one (printed credentials).
+    #[arg(long, env = "MQTT_URL", value_parser = parse_mqtt_url, global = true)]
+    pub mqtt_url: Option<String>,
+
+    /// The server's topic prefix (printed credentials).
+    #[arg(long, env = "MQTT_TOPIC_PREFIX", default_value = DEFAULT_TOPIC_PREFIX, value_parser = parse_topic_prefix, global = true)]
+    pub mqtt_topic_prefix: String,
+
+    #[command(flatten)]
+    pub server: LocalServer,
+}
+
+impl DatabaseSettings {
+    pub fn finish(mut self) -> Self {
+        self.database_url = normalise_database_url(&self.database_url);
+        self
+    }
+
+    pub fn master_key(&self) -> Result<Vec<u8>, ConfigError> {
+        master_key(self.secret_key.as_ref(), &self.database_url)
+    }
+}
+
+/// Where the tools find the server running on this machine, to ask it which port its
+/// embedded broker took.
+#[derive(Debug, Clone, Args)]
+pub struct LocalServer {
+    /// The address the server running here listens on (its BIND).
+    #[arg(long, env = "BIND", default_value = DEFAULT_BIND, global = true)]
+    pub bind: SocketAddr,
+
+    /// Where the server's embedded broker listens (its MQTT_LISTEN), if set there.
+    #[arg(long, env = "MQTT_LISTEN", global = true)]
+    pub mqtt_listen: Option<SocketAddr>,
+}
+
+fn sqlite_path(database_url: &str) -> Option<PathBuf> {
+    let rest = database_url.strip_prefix("sqlite:")?;
+    let rest = rest.trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+fn master_key(secret_key: Option<&Secret>, database_url: &str) -> Result<Vec<u8>, ConfigError> {
+    if let Some(key) = secret_key {
+        if key.expose().len() < 16 {
+            return Err(ConfigError {
+                setting: "SECRET_KEY",
+                message: "must be at least 16 characters (32 random bytes recommended)".into(),
+            });
         }
-        let dir = self
-            .sqlite_path()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .unwrap_or_default();
-        let path = dir.join("coinpulse.secret");
-        load_or_create_key_file(&path).map_err(|e| ConfigError {
-            setting: "SECRET_KEY",
-            message: format!(
-                "unset, and the key file {} could not be used: {e}",
-                path.display()
-            ),
-        })
+        return Ok(key.expose().as_bytes().to_vec());
+    }
+    let dir = sqlite_path(database_url)
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let path = dir.join("coinpulse.secret");
+    load_or_create_key_file(&path).map_err(|e| ConfigError {
+        setting: "SECRET_KEY",
+        message: format!(
+            "unset, and the key file {} could not be used: {e}",
+            path.display()
+        ),
+    })
+}
+
+/// An empty value means "unset", wherever it is written: `STRIPE_WEBHOOK_SECRET=` in `.env`
+/// (as `.env.example` has it) leaves the webhook secret unset rather than empty.
+fn is_unset(value: &str) -> bool {
+    value.trim().is_empty()
+}
+
+/// Loads `.env` (the working directory's, or the nearest parent's) into the environment,
+/// filling only what the environment does not already set, then removes the empty ones of
+/// `names` (the variables the settings read), so clap sees an empty variable as absent.
+pub fn load_environment<N: AsRef<std::ffi::OsStr>>(names: &[N]) -> Result<(), ConfigError> {
+    let env_error = |e: dotenvy::Error| ConfigError {
+        setting: ".env",
+        message: e.to_string(),
+    };
+    match dotenvy::dotenv_iter() {
+        Ok(entries) => apply_env_file(entries).map_err(env_error)?,
+        Err(e) if e.not_found() => {}
+        Err(e) => return Err(env_error(e)),
+    }
+    remove_empty(names);
+    Ok(())
+}
+
+fn apply_env_file(
+    entries: impl Iterator<Item = Result<(String, String), dotenvy::Error>>,
+) -> Result<(), dotenvy::Error> {
+    for entry in entries {
+        let (name, value) = entry?;
+        let unset_here = std::env::var(&name).map_or(true, |v| is_unset(&v));
+        if unset_here && !is_unset(&value) {
+            std::env::set_var(name, value);
+        }
+    }
+    Ok(())
+}
+
+fn remove_empty<N: AsRef<std::ffi::OsStr>>(names: &[N]) {
+    for name in names {
+        if std::env::var(name).is_ok_and(|v| is_unset(&v)) {
+            std::env::remove_var(name);
+        }
     }
 }
 
@@ -328,6 +427,72 @@ mod tests {
             normalise_database_url("postgres://u@h/db"),
             "postgres://u@h/db"
         );
+    }
+
+    #[derive(clap::Parser)]
+    struct SettingsOnly {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    /// Env names in this test are its own, so parallel tests never see them.
+    #[test]
+    fn empty_values_mean_unset() {
+        #[derive(clap::Parser)]
+        struct Probe {
+            #[arg(long, env = "CP_TEST_EMPTY_IN_FILE", value_parser = parse_secret)]
+            in_file: Option<Secret>,
+            #[arg(long, env = "CP_TEST_EMPTY_IN_ENV", value_parser = parse_secret)]
+            in_env: Option<Secret>,
+            #[arg(long, env = "CP_TEST_FILLED_BY_FILE")]
+            filled: Option<String>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "CP_TEST_EMPTY_IN_FILE=\nCP_TEST_FILLED_BY_FILE=from-file\n",
+        )
+        .unwrap();
+        // An empty variable in the environment is unset too, so .env may fill it.
+        std::env::set_var("CP_TEST_EMPTY_IN_ENV", " ");
+        std::env::set_var("CP_TEST_FILLED_BY_FILE", "");
+        apply_env_file(dotenvy::from_path_iter(&path).unwrap()).unwrap();
+        remove_empty(&["CP_TEST_EMPTY_IN_FILE", "CP_TEST_EMPTY_IN_ENV"]);
+        assert!(std::env::var_os("CP_TEST_EMPTY_IN_FILE").is_none());
+        assert!(std::env::var_os("CP_TEST_EMPTY_IN_ENV").is_none());
+        let probe = <Probe as clap::Parser>::try_parse_from(["probe"]).expect("empty means unset");
+        assert!(probe.in_file.is_none() && probe.in_env.is_none());
+        assert_eq!(probe.filled.as_deref(), Some("from-file"));
+    }
+
+    /// Every value `.env.example` sets parses; the ones it leaves empty are skipped, which
+    /// `STRIPE_WEBHOOK_SECRET=` would not survive otherwise.
+    #[test]
+    fn env_example_is_valid_as_it_is() {
+        use clap::CommandFactory;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example");
+        let cmd = SettingsOnly::command();
+        let mut args = vec!["coinpulse".to_owned()];
+        let mut skipped = Vec::new();
+        for entry in dotenvy::from_path_iter(path).unwrap() {
+            let (name, value) = entry.unwrap();
+            if is_unset(&value) {
+                skipped.push(name);
+                continue;
+            }
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
+                .unwrap_or_else(|| panic!("{name} in .env.example is no setting"));
+            args.push(format!("--{}={value}", arg.get_long().unwrap()));
+        }
+        assert!(skipped.iter().any(|n| n == "STRIPE_WEBHOOK_SECRET"));
+        assert!(
+            parse_secret("").is_err(),
+            "so skipping empty values matters"
+        );
+        <SettingsOnly as clap::Parser>::try_parse_from(&args).expect(".env.example parses");
     }
 
     #[test]

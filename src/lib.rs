@@ -2,7 +2,6 @@
 //! Stripe webhooks in, signed MQTT coin pulses out, game overs back.
 
 pub mod app;
-pub mod cabinet_sim;
 pub mod cabinets;
 pub mod checkout;
 pub mod cli;

@@ -344,14 +344,42 @@ async fn post(client: &reqwest::Client, url: &str, body: String, sig: String) ->
     }
 }
 
+/// One line of the final table: what was measured, and the figures.
+type Report = Vec<(String, String)>;
+
+/// The server under test and one HTTP client shared by every phase.
+struct Bench {
+    server: Server,
+    client: reqwest::Client,
+    /// The server's webhook endpoint.
+    url: String,
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("coinpulse bench: a `coinpulse serve` child process on loopback, SQLite (WAL, synchronous=FULL), embedded broker\n");
+    let mut report = Report::new();
+    let bench = start(&args, &mut report).await?;
+    pay_page(&bench, &mut report).await?;
+    sequential_latency(&bench, args.sequential, &mut report).await?;
+    paced_rate(&bench, args.rate, args.rate_seconds, &mut report).await?;
+    fleet(&bench, &args, &mut report).await?;
+    throughput(&bench, args.throughput, args.concurrency, &mut report).await?;
+    connections(&bench, args.cabinets, &mut report).await?;
+
+    println!("\n{:<42} result", "measure");
+    for (k, v) in &report {
+        println!("{k:<42} {v}");
+    }
+    Ok(())
+}
+
+/// Starts the server; reports start-up time and idle memory.
+async fn start(args: &BenchArgs, report: &mut Report) -> anyhow::Result<Bench> {
     let (server, ready, idle_rss) = start_server(args.server_log.as_deref()).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
     let url = format!("{}/webhooks/stripe", server.base);
-    let mut report: Vec<(String, String)> = Vec::new();
     report.push((
         "start to ready".into(),
         format!(
@@ -363,19 +391,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "idle memory".into(),
         format!("{:.1} MB RSS", idle_rss as f64 / 1024.0),
     ));
+    Ok(Bench {
+        server,
+        client,
+        url,
+    })
+}
 
-    // 0. The pay page a player's phone loads (its cabinet connected, or the page would
-    // only say it is unavailable).
-    let page_secret = register(&client, &server.base, "bench-page", 100).await?;
-    let _page_cabinet = receiver(&server.mqtt, "bench-page", &page_secret).await?;
+/// The pay page a player's phone loads (its cabinet connected, or the page would only say
+/// it is unavailable): weight and request time.
+async fn pay_page(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let (client, base) = (&bench.client, &bench.server.base);
+    let page_secret = register(client, base, "bench-page", 100).await?;
+    let _page_cabinet = receiver(&bench.server.mqtt, "bench-page", &page_secret).await?;
     client
-        .put(format!("{}/api/v1/cabinets/bench-page/bundles", server.base))
+        .put(format!("{base}/api/v1/cabinets/bench-page/bundles"))
         .bearer_auth(TOKEN)
         .json(&serde_json::json!({"bundles": [{"credits": 1, "price_minor": 100}, {"credits": 3, "price_minor": 250}, {"credits": 6, "price_minor": 450}]}))
         .send()
         .await?
         .error_for_status()?;
-    let page_url = format!("{}/p/bench-page", server.base);
+    let page_url = format!("{base}/p/bench-page");
     let mut page_ms = Vec::with_capacity(1000);
     let mut page_bytes = 0;
     for _ in 0..1000 {
@@ -403,16 +439,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "pay page request (render + loopback)".into(),
         summary(page_ms),
     ));
+    Ok(())
+}
 
-    // 1. One at a time.
-    let secret = register(&client, &server.base, "bench-seq", 1).await?;
-    let rx = receiver(&server.mqtt, "bench-seq", &secret).await?;
-    let pb = bar(args.sequential as u64, "sequential webhooks");
-    let mut lat = Vec::with_capacity(args.sequential);
-    for seq in 1..=args.sequential as i64 {
+/// Webhook → pulse latency, one webhook at a time.
+async fn sequential_latency(bench: &Bench, n: usize, report: &mut Report) -> anyhow::Result<()> {
+    let secret = register(&bench.client, &bench.server.base, "bench-seq", 1).await?;
+    let rx = receiver(&bench.server.mqtt, "bench-seq", &secret).await?;
+    let pb = bar(n as u64, "sequential webhooks");
+    let mut lat = Vec::with_capacity(n);
+    for seq in 1..=n as i64 {
         let (body, sig) = webhook("bench-seq", seq);
         let t0 = Instant::now();
-        anyhow::ensure!(post(&client, &url, body, sig).await, "webhook refused");
+        anyhow::ensure!(
+            post(&bench.client, &bench.url, body, sig).await,
+            "webhook refused"
+        );
         anyhow::ensure!(
             wait_for(&rx, seq as usize, Duration::from_secs(10)).await,
             "pulse {seq} never arrived"
@@ -423,38 +465,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     pb.finish_and_clear();
     report.push(("webhook → pulse, one at a time".into(), summary(lat)));
+    Ok(())
+}
 
-    // 2. Paced.
-    let total = (args.rate * args.rate_seconds) as usize;
-    let secret = register(&client, &server.base, "bench-rate", 1).await?;
-    let rx = receiver(&server.mqtt, "bench-rate", &secret).await?;
-    let prepared: Vec<(String, String)> = (1..=total as i64)
-        .map(|s| webhook("bench-rate", s))
+/// Webhook → pulse latency at a steady rate to one cabinet.
+async fn paced_rate(
+    bench: &Bench,
+    rate: u64,
+    seconds: u64,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let total = (rate * seconds) as usize;
+    let secret = register(&bench.client, &bench.server.base, "bench-rate", 1).await?;
+    let rx = receiver(&bench.server.mqtt, "bench-rate", &secret).await?;
+    // Signed before the clock starts.
+    let prepared: Vec<(i64, (String, String))> = (1..=total as i64)
+        .map(|s| (s, webhook("bench-rate", s)))
         .collect();
-    let sent_at: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let pb = bar(total as u64, &format!("{} webhooks/s", args.rate));
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut handles = Vec::with_capacity(total);
-    for (i, (body, sig)) in prepared.into_iter().enumerate() {
-        tick.tick().await;
-        let (client, url, sent_at) = (client.clone(), url.clone(), sent_at.clone());
-        sent_at.lock().unwrap().insert(i as i64 + 1, Instant::now());
-        handles.push(tokio::spawn(
-            async move { post(&client, &url, body, sig).await },
-        ));
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let ok = futures::future::join_all(handles)
-        .await
-        .into_iter()
-        .filter(|r| matches!(r, Ok(true)))
-        .count();
+    let pb = bar(total as u64, &format!("{rate} webhooks/s"));
+    let (ok, sent) = send_paced(bench, rate, prepared, &pb).await;
     wait_for(&rx, total, Duration::from_secs(30)).await;
     let lat: Vec<f64> = {
         let arrivals = rx.arrivals.lock().unwrap().clone();
-        let sent = sent_at.lock().unwrap();
         arrivals
             .iter()
             .filter_map(|(k, (at, _))| {
@@ -464,11 +496,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect()
     };
     report.push((
-        format!("webhook → pulse at {}/s", args.rate),
+        format!("webhook → pulse at {rate}/s"),
         format!("{} ; {ok}/{total} answered 200", summary(lat)),
     ));
+    Ok(())
+}
 
-    // 2b. Many acking cabinets sharing a steady stream.
+/// Many acking cabinets sharing a steady stream of webhooks.
+async fn fleet(bench: &Bench, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
     let fleet_total = (args.fleet_rate * args.rate_seconds) as usize;
     let fleet_size = args.fleet as usize;
     let pb = bar(fleet_size as u64, "fleet cabinets");
@@ -477,9 +512,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let joins: Vec<_> = (0..fleet_size)
         .map(|i| {
             let (client, base, mqtt, pb) = (
-                client.clone(),
-                server.base.clone(),
-                server.mqtt.clone(),
+                bench.client.clone(),
+                bench.server.base.clone(),
+                bench.server.mqtt.clone(),
                 pb.clone(),
             );
             tokio::spawn(async move {
@@ -496,51 +531,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         fleet.push(j??);
     }
     pb.finish_and_clear();
-    let sent_at: Arc<Mutex<HashMap<(usize, i64), Instant>>> = Arc::default();
     let pb = bar(
         fleet_total as u64,
         &format!("{} cabinets at {}/s", fleet_size, args.fleet_rate),
     );
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.fleet_rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut handles = Vec::with_capacity(fleet_total);
-    for i in 0..fleet_total {
+    // Webhook i goes to cabinet i % fleet, signed just before its turn.
+    let webhooks = (0..fleet_total).map(|i| {
         let cab = i % fleet_size;
         let seq = (i / fleet_size) as i64 + 1;
-        let (body, sig) = webhook(&fleet[cab].0, seq);
-        tick.tick().await;
-        let (client, url, sent_at) = (client.clone(), url.clone(), sent_at.clone());
-        sent_at.lock().unwrap().insert((cab, seq), Instant::now());
-        handles.push(tokio::spawn(
-            async move { post(&client, &url, body, sig).await },
-        ));
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let ok = futures::future::join_all(handles)
-        .await
-        .into_iter()
-        .filter(|r| matches!(r, Ok(true)))
-        .count();
+        ((cab, seq), webhook(&fleet[cab].0, seq))
+    });
+    let (ok, sent) = send_paced(bench, args.fleet_rate, webhooks, &pb).await;
     // One deadline for the whole fleet: a missing pulse shows in the count, not as a hang.
     let deadline = Instant::now() + Duration::from_secs(10);
     for (cab, (_, rx)) in fleet.iter().enumerate() {
-        // Webhook i went to cabinet i % fleet.
         let expected = fleet_total / fleet_size + usize::from(cab < fleet_total % fleet_size);
         let left = deadline.saturating_duration_since(Instant::now());
         wait_for(rx, expected, left).await;
     }
     let (mut lat, mut late, mut doubled) = (Vec::new(), 0usize, 0usize);
-    {
-        let sent = sent_at.lock().unwrap();
-        for (cab, (_, rx)) in fleet.iter().enumerate() {
-            for (seq, (at, times)) in rx.arrivals.lock().unwrap().iter() {
-                doubled += usize::from(*times > 1);
-                if let Some(s) = sent.get(&(cab, *seq)) {
-                    let ms = at.duration_since(*s).as_secs_f64() * 1000.0;
-                    late += usize::from(ms > 2000.0);
-                    lat.push(ms);
-                }
+    for (cab, (_, rx)) in fleet.iter().enumerate() {
+        for (seq, (at, times)) in rx.arrivals.lock().unwrap().iter() {
+            doubled += usize::from(*times > 1);
+            if let Some(s) = sent.get(&(cab, *seq)) {
+                let ms = at.duration_since(*s).as_secs_f64() * 1000.0;
+                late += usize::from(ms > 2000.0);
+                lat.push(ms);
             }
         }
     }
@@ -552,12 +568,49 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             summary(lat)
         ),
     ));
-    drop(fleet);
+    Ok(())
+}
 
-    // 3. Throughput.
-    let secret = register(&client, &server.base, "bench-max", 1).await?;
-    let rx = receiver(&server.mqtt, "bench-max", &secret).await?;
-    let n = args.throughput;
+/// Sends webhooks at `rate` per second, each on its own task so a slow answer never delays
+/// the next; returns how many were answered 200 and when each key's webhook went out.
+async fn send_paced<K: std::hash::Hash + Eq>(
+    bench: &Bench,
+    rate: u64,
+    webhooks: impl IntoIterator<Item = (K, (String, String))>,
+    pb: &ProgressBar,
+) -> (usize, HashMap<K, Instant>) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent_at = HashMap::new();
+    let mut handles = Vec::new();
+    for (key, (body, sig)) in webhooks {
+        tick.tick().await;
+        let (client, url) = (bench.client.clone(), bench.url.clone());
+        sent_at.insert(key, Instant::now());
+        handles.push(tokio::spawn(
+            async move { post(&client, &url, body, sig).await },
+        ));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let ok = futures::future::join_all(handles)
+        .await
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    (ok, sent_at)
+}
+
+/// Webhooks as fast as the server takes them from `concurrency` senders, then how many
+/// arrived as pulses.
+async fn throughput(
+    bench: &Bench,
+    n: usize,
+    concurrency: usize,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let secret = register(&bench.client, &bench.server.base, "bench-max", 1).await?;
+    let rx = receiver(&bench.server.mqtt, "bench-max", &secret).await?;
     let prepared: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(
         (1..=n as i64)
             .rev()
@@ -566,10 +619,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
     let pb = bar(n as u64, "max throughput");
     let start = Instant::now();
-    let workers: Vec<_> = (0..args.concurrency)
+    let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, url, prepared, pb) =
-                (client.clone(), url.clone(), prepared.clone(), pb.clone());
+            let (client, url, prepared, pb) = (
+                bench.client.clone(),
+                bench.url.clone(),
+                prepared.clone(),
+                pb.clone(),
+            );
             tokio::spawn(async move {
                 let mut ok = 0usize;
                 loop {
@@ -606,7 +663,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "{:.0} webhooks/s answered 200 ({ok}/{n} in {:.2} s, {} senders)",
             ok as f64 / acked.as_secs_f64(),
             acked.as_secs_f64(),
-            args.concurrency
+            concurrency
         ),
     ));
     report.push((
@@ -619,13 +676,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             if all { "" } else { " (timed out)" }
         ),
     ));
+    Ok(())
+}
 
-    // 4. Many cabinets.
-    let before = rss_kib(server.child.id()).unwrap_or(0);
-    let (connected, took, rss) = many_cabinets(&client, &server, args.cabinets).await?;
+/// Many idle cabinets connected at once: time to connect them and memory per connection.
+async fn connections(bench: &Bench, n: usize, report: &mut Report) -> anyhow::Result<()> {
+    let before = rss_kib(bench.server.child.id()).unwrap_or(0);
+    let (connected, took, rss) = many_cabinets(&bench.client, &bench.server, n).await?;
     let per_conn = (rss.saturating_sub(before) as f64 * 1024.0) / connected.max(1) as f64;
     report.push((
-        format!("{} cabinets on the embedded broker", args.cabinets),
+        format!("{n} cabinets on the embedded broker"),
         format!(
             "{connected} connected in {:.1} s; server RSS {:.1} MB → {:.1} MB, {:.0} KB per connection",
             took.as_secs_f64(),
@@ -634,11 +694,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             per_conn / 1024.0
         ),
     ));
-
-    println!("\n{:<42} result", "measure");
-    for (k, v) in &report {
-        println!("{k:<42} {v}");
-    }
     Ok(())
 }
 

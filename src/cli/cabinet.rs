@@ -1,72 +1,119 @@
 //! `coinpulse cabinet …`: the same operations as the JSON API, on the configured database.
+//! Run them beside the server or without it; a running server sees the changes at once.
 
 use clap::{Args, Subcommand};
+use tokio::sync::mpsc;
 
+use super::money::{self, parse_amount};
 use crate::cabinets::{self, CabinetInput, CabinetUpdate};
-use crate::config::Settings;
-use crate::domain::Cabinet;
-use crate::domain::Keys;
-use crate::domain::{parse_amount, Bundle, Currency, Money};
+use crate::config::DatabaseSettings;
+use crate::domain::{Bundle, Cabinet, Currency, Keys, Money};
 use crate::store::Store;
+use crate::writer::{self, Writer};
+
+#[derive(Debug, Args)]
+pub struct CabinetArgs {
+    #[command(flatten)]
+    settings: DatabaseSettings,
+    #[command(subcommand)]
+    command: CabinetCommand,
+}
 
 #[derive(Debug, Subcommand)]
-pub enum CabinetCommand {
+enum CabinetCommand {
     /// Register a cabinet and print its MQTT credentials (the secret is shown only once).
     Add(AddArgs),
-    /// List all cabinets.
+    /// List all cabinets: id, name, price, enabled, online.
     List,
-    /// Show one cabinet.
-    Show { machine_id: String },
-    /// Change the price per credit (and optionally the currency).
-    SetPrice {
+    /// Show one cabinet, its bundles and its pay page.
+    Show {
+        /// The cabinet's machine id.
         machine_id: String,
-        /// Price per credit: 150 (minor units, cents) or 1.50.
+    },
+    /// Change the price per credit (and optionally the currency).
+    #[command(after_help = money::HELP)]
+    SetPrice {
+        /// The cabinet's machine id.
+        machine_id: String,
+        /// Price per credit, e.g. 1.50 (see below).
         price: String,
+        /// New currency (3-letter ISO code); default: the cabinet's current one.
         #[arg(long)]
         currency: Option<String>,
     },
-    /// Set the bundles on the pay page, e.g. `1:1.00 3:2.50 "6:4.50:Party pack"` (credits:price[:label]); none clears them.
+    /// Set the bundles on the pay page, e.g. `1:1.00 3:2.50 "6:4.50:Party pack"`; none clears them.
+    #[command(after_help = money::HELP)]
     SetBundles {
+        /// The cabinet's machine id.
         machine_id: String,
+        /// Bundles as credits:price[:label], prices in the cabinet's currency.
         bundles: Vec<String>,
     },
-    /// Stop taking payments for a cabinet (its payments go to review).
-    Disable { machine_id: String },
-    /// Take payments for a cabinet again.
-    Enable { machine_id: String },
-    /// Issue a new MQTT secret; the old one stops working and its connections are closed.
-    RotateSecret { machine_id: String },
-    /// Take payments even when the broker cannot tell whether the cabinet is connected
-    /// (a seed cabinet on an external broker): `on` or `off`.
-    AlwaysAvailable {
+    /// Give a cabinet free credits (a refund in kind, a test): queued like a paid pulse.
+    Credit {
+        /// The cabinet's machine id.
         machine_id: String,
+        /// Credits to send, 1 to 100.
+        #[arg(value_parser = clap::value_parser!(i64).range(1..=100))]
+        credits: i64,
+        /// Why, for the records (shown with the pulse in the API), at most 200 characters.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop taking payments for a cabinet (its payments go to review).
+    Disable {
+        /// The cabinet's machine id.
+        machine_id: String,
+    },
+    /// Take payments for a cabinet again.
+    Enable {
+        /// The cabinet's machine id.
+        machine_id: String,
+    },
+    /// Issue a new MQTT secret; the old one stops working and its connections are closed.
+    RotateSecret {
+        /// The cabinet's machine id.
+        machine_id: String,
+    },
+    /// Take payments even when the broker cannot tell whether the cabinet is connected
+    /// (a seed cabinet on an external broker).
+    AlwaysAvailable {
+        /// The cabinet's machine id.
+        machine_id: String,
+        /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
         setting: String,
     },
 }
 
 #[derive(Debug, Args)]
-pub struct AddArgs {
+#[command(after_help = money::HELP)]
+struct AddArgs {
     /// The cabinet's id: 1–64 characters of letters, digits, '_' and '-'.
     #[arg(long)]
     machine_id: String,
+    /// Name shown on the pay page. Default: the machine id.
     #[arg(long)]
     name: Option<String>,
+    /// The game it runs, shown on the pay page.
     #[arg(long, default_value = "")]
     game: String,
+    /// Where it stands, for your records.
     #[arg(long, default_value = "")]
     location: String,
-    /// Price per credit: 100 (minor units, cents) or 1.00.
+    /// Price per credit, e.g. 1.00 (see below).
     #[arg(long)]
     price: String,
+    /// Currency of the price (3-letter ISO code).
     #[arg(long, default_value = "usd")]
     currency: String,
 }
 
-pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()> {
+pub async fn run(args: CabinetArgs) -> anyhow::Result<()> {
+    let settings = args.settings.finish();
     let store = Store::connect(&settings.database_url).await?;
     let keys = Keys::new(settings.master_key()?);
-    match cmd {
+    match args.command {
         CabinetCommand::Add(a) => {
             let currency = Currency::parse(&a.currency).map_err(anyhow::Error::msg)?;
             let input = CabinetInput {
@@ -74,13 +121,14 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
                 name: a.name,
                 game: a.game,
                 location: a.location,
-                price_minor: parse_amount(&a.price, &currency).map_err(anyhow::Error::msg)?,
+                price_minor: parse_amount(&a.price, &currency)
+                    .map_err(|e| anyhow::anyhow!("--price: {e}"))?,
                 currency: a.currency,
                 enabled: Some(true),
             };
             let reg = cabinets::register(&store, &keys, &input).await?;
             print_cabinet(&reg.cabinet);
-            print_credentials(settings, &reg.cabinet.machine_id, &reg.secret).await;
+            print_credentials(&settings, &reg.cabinet.machine_id, &reg.secret).await;
         }
         CabinetCommand::List => {
             let all = store.cabinets().await?;
@@ -98,23 +146,18 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
                 );
             }
         }
-        CabinetCommand::Show { machine_id } => match store.cabinet(&machine_id).await? {
-            Some(c) => {
-                print_cabinet(&c);
-                print_bundles(&c, &store.bundles(&c.machine_id).await?);
-                println!("pay page:    {}/p/{}", settings.public_url, c.machine_id);
-            }
-            None => anyhow::bail!("no cabinet with machine_id {machine_id:?}"),
-        },
+        CabinetCommand::Show { machine_id } => {
+            let c = existing(&store, &machine_id).await?;
+            print_cabinet(&c);
+            print_bundles(&c, &store.bundles(&c.machine_id).await?);
+            println!("pay page:    {}/p/{}", settings.public_url, c.machine_id);
+        }
         CabinetCommand::SetPrice {
             machine_id,
             price: text,
             currency,
         } => {
-            let current = store
-                .cabinet(&machine_id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no cabinet with machine_id {machine_id:?}"))?;
+            let current = existing(&store, &machine_id).await?;
             let cur = Currency::parse(currency.as_deref().unwrap_or(&current.currency))
                 .map_err(anyhow::Error::msg)?;
             let update = CabinetUpdate {
@@ -128,10 +171,7 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
             machine_id,
             bundles,
         } => {
-            let cabinet = store
-                .cabinet(&machine_id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no cabinet with machine_id {machine_id:?}"))?;
+            let cabinet = existing(&store, &machine_id).await?;
             let currency = Currency::parse(&cabinet.currency).map_err(anyhow::Error::msg)?;
             let parsed = bundles
                 .iter()
@@ -142,6 +182,11 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
             print_cabinet(&cabinet);
             print_bundles(&cabinet, &saved);
         }
+        CabinetCommand::Credit {
+            machine_id,
+            credits,
+            reason,
+        } => grant(&store, &keys, &machine_id, credits, &reason).await?,
         CabinetCommand::Disable { machine_id } => {
             let u = CabinetUpdate {
                 enabled: Some(false),
@@ -168,22 +213,64 @@ pub async fn run(cmd: CabinetCommand, settings: &Settings) -> anyhow::Result<()>
         }
         CabinetCommand::RotateSecret { machine_id } => {
             let secret = cabinets::rotate_secret(&store, &keys, &machine_id).await?;
-            print_credentials(settings, &machine_id, &secret).await;
+            print_credentials(&settings, &machine_id, &secret).await;
         }
     }
     store.close().await;
     Ok(())
 }
 
+async fn existing(store: &Store, machine_id: &str) -> anyhow::Result<Cabinet> {
+    store
+        .cabinet(machine_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no cabinet with machine_id {machine_id:?}"))
+}
+
+/// Queues operator credits through the same writer and outbox as the API's
+/// `POST /api/v1/cabinets/{id}/credits`; the running server's dispatcher finds the new
+/// outbox row on its next sweep and sends it.
+async fn grant(
+    store: &Store,
+    keys: &Keys,
+    machine_id: &str,
+    credits: i64,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let reason = reason.trim();
+    anyhow::ensure!(
+        !reason.is_empty() && reason.chars().count() <= 200,
+        "--reason is required (at most 200 characters)"
+    );
+    // The writer hands new pulses to a dispatcher; here there is none, so the pulse waits
+    // in the outbox for the server's.
+    let (outbox, _no_dispatcher) = mpsc::channel(1);
+    let core = writer::Core {
+        store: store.clone(),
+        keys: keys.clone(),
+        relay: None,
+        stats: Default::default(),
+    };
+    let (writer, task) = Writer::spawn(core, outbox);
+    let pulse = writer
+        .grant(machine_id, credits, reason)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no cabinet with machine_id {machine_id:?}"))?;
+    drop(writer);
+    let _ = task.await;
+    let plural = if credits == 1 { "" } else { "s" };
+    println!(
+        "queued {credits} credit{plural} for {machine_id} (pulse {}, reason {reason:?})",
+        pulse.id
+    );
+    println!(
+        "the server sends it within a few seconds, or when it next starts if it is not running"
+    );
+    Ok(())
+}
+
 fn price(c: &Cabinet) -> String {
-    match Currency::parse(&c.currency) {
-        Ok(currency) => Money {
-            minor: c.price_minor,
-            currency,
-        }
-        .to_string(),
-        Err(_) => format!("{} {}", c.price_minor, c.currency),
-    }
+    Money::format(c.price_minor, &c.currency)
 }
 
 /// `3:2.50` or `3:2.50:Best value`.
@@ -259,13 +346,16 @@ fn print_cabinet(c: &Cabinet) {
     );
 }
 
-async fn print_credentials(settings: &Settings, machine_id: &str, secret: &str) {
+async fn print_credentials(settings: &DatabaseSettings, machine_id: &str, secret: &str) {
     let broker = match &settings.mqtt_url {
         Some(url) => url.clone(),
-        None => format!(
-            "tcp://<this server's address>:{}",
-            super::embedded_broker_port(settings).await
-        ),
+        None => match super::embedded_broker_port(&settings.server).await {
+            Some(port) => format!("tcp://<this server's address>:{port}"),
+            None => format!(
+                "tcp://<this server's address>:<its broker port: {} unless 1883 was taken; /status shows it>",
+                crate::mqtt::broker::DEFAULT_PORT
+            ),
+        },
     };
     let prefix = &settings.mqtt_topic_prefix;
     println!();

@@ -1,14 +1,19 @@
-//! Command-line interface: `serve` and the owner's tools.
+//! Command-line interface: `serve` and the owner's tools, each with only its own options.
 
 mod bench;
 mod cabinet;
-mod sim;
+pub mod logs;
+mod money;
+pub mod sim;
 mod tls;
 pub mod webhook_test;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
 
-use crate::config::Settings;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use crate::config::{LocalServer, Settings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,74 +22,161 @@ use crate::config::Settings;
     about = "Phone payments for coin-op arcade cabinets: Stripe in, MQTT coin pulses out.",
     long_about = "coinpulse takes Stripe payments for arcade cabinets and sends each cabinet its \
 credits (a \"coin pulse\") over MQTT; cabinets report game over back.\n\n\
-Every setting can be given as a flag, an environment variable of the same name \
-(e.g. --database-url or DATABASE_URL), or a line in a .env file in the working directory. \
-Flags win over the environment, which wins over .env.",
+Start with `coinpulse serve`, then register each cabinet with `coinpulse cabinet add`. \
+`coinpulse <command> --help` lists a command's options.\n\n\
+Every option can also be set by an environment variable (--database-url is DATABASE_URL) \
+or a line in a .env file in the working directory; flags win over the environment, which \
+wins over .env, and an empty value counts as unset. Amounts are typed as on a price tag, \
+with the currency's decimals: 1.00 or 0.50 (USD), 100 (JPY).",
     after_help = "Quick start:\n  coinpulse serve                      # SQLite file + embedded MQTT broker\n  \
 coinpulse cabinet add --machine-id cab-1 --name \"Street Fighter II\" --price 1.00 --currency usd\n  \
 coinpulse cabinet-sim --machine-id cab-1 --secret-file cab-1.secret\n  \
-coinpulse webhook-test --machine-id cab-1 --amount 100"
+coinpulse webhook-test --machine-id cab-1 --amount 1.00"
 )]
 pub struct Cli {
-    #[command(flatten)]
-    pub settings: Settings,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything: web server, MQTT broker/connection, payment writer, pulse dispatcher.
-    Serve,
-    /// Register and manage cabinets in the configured database.
-    #[command(subcommand)]
-    Cabinet(cabinet::CabinetCommand),
-    /// Act as a cabinet: receive and verify pulses, ack them, report game over.
+    /// Run the server: web pages and Stripe webhooks, MQTT broker or connection, pulse delivery.
+    Serve(ServeArgs),
+    /// Register cabinets, set prices and bundles, grant credits (works on the database).
+    Cabinet(cabinet::CabinetArgs),
+    /// Act as a cabinet in this terminal: receive and verify pulses, ack them, report game over.
     CabinetSim(sim::SimArgs),
     /// Certificates for the embedded broker's TLS listener.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
-    /// Send a correctly signed test checkout.session.completed to a running server.
+    /// Send a correctly signed test payment (checkout.session.completed) to a running server.
     WebhookTest(webhook_test::WebhookTestArgs),
     /// Measure latency, throughput, memory and start-up against a local server; prints figures.
     Bench(bench::BenchArgs),
 }
 
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl Command {
+    /// Only the server logs as it goes; the tools print their result and log only problems.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Serve(_) => {
+                // mqtt5 logs every refused message itself; coinpulse's access rules log
+                // them instead, with the login's name and at most one line a second.
+                "info,sqlx=warn,mqtt5=error,actix_server=warn,paho_mqtt=warn"
+            }
+            _ => "warn,mqtt5=error,paho_mqtt=error",
+        }
+    }
+
+    /// The log format the server was asked for; the tools always write text.
+    pub fn log_format(&self) -> &str {
+        match self {
+            Command::Serve(args) => &args.settings.log_format,
+            _ => "text",
+        }
+    }
+}
+
+/// Parses the command line after loading `.env`. A setting error names the environment
+/// variable beside the flag, since most owners set them in `.env`.
+pub fn parse() -> Result<Cli, anyhow::Error> {
+    let names = environment_names();
+    crate::config::load_environment(&names)?;
+    Cli::try_parse().or_else(|mut e| {
+        if let Some(tip) = environment_tip(&e) {
+            e.insert(
+                ContextKind::Suggested,
+                ContextValue::StyledStrs(vec![tip.into()]),
+            );
+        }
+        e.exit()
+    })
+}
+
+/// Every environment variable an option of any subcommand reads.
+fn environment_names() -> Vec<OsString> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<OsString>) {
+        out.extend(
+            cmd.get_arguments()
+                .filter_map(|a| a.get_env().map(OsString::from)),
+        );
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut names = Vec::new();
+    walk(&Cli::command(), &mut names);
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// "this is BIND in the environment and .env" for an error about `--bind`.
+fn environment_tip(e: &clap::Error) -> Option<String> {
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation | ErrorKind::ArgumentConflict
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    fn find(cmd: &clap::Command, long: &str) -> Option<String> {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .and_then(|a| a.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .or_else(|| cmd.get_subcommands().find_map(|s| find(s, long)))
+    }
+    let env = find(&Cli::command(), long)?;
+    Some(format!(
+        "--{long} is the {env} environment variable (or {env}= in .env); an empty value counts as unset"
+    ))
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = cli.settings.finish();
     match cli.command {
-        Command::Serve => {
+        Command::Serve(args) => {
             // Each connected cabinet is a socket; lift the soft limit so thousands fit.
             crate::app::raise_fd_limit();
-            crate::app::Application::build(settings).await?.run().await
+            crate::app::Application::build(args.settings.finish())
+                .await?
+                .run()
+                .await
         }
-        Command::Cabinet(cmd) => cabinet::run(cmd, &settings).await,
-        Command::CabinetSim(args) => sim::run(args, &settings).await,
+        Command::Cabinet(args) => cabinet::run(args).await,
+        Command::CabinetSim(args) => sim::run(args).await,
         Command::Tls(cmd) => tls::run(cmd),
-        Command::WebhookTest(args) => webhook_test::run(args, &settings).await,
+        Command::WebhookTest(args) => webhook_test::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     }
 }
 
 /// The embedded broker's port as the server running here reports it (it may have moved off
-/// 1883 when that port was taken), so local tools connect where the cabinets must.
-pub(crate) async fn embedded_broker_port(settings: &Settings) -> u16 {
-    if let Some(listen) = settings.mqtt_listen {
-        return listen.port();
+/// 1883 when that port was taken), so local tools connect where the cabinets must. `None`
+/// when neither MQTT_LISTEN nor a running server says.
+pub(crate) async fn embedded_broker_port(server: &LocalServer) -> Option<u16> {
+    if let Some(listen) = server.mqtt_listen {
+        return Some(listen.port());
     }
     let url = format!(
         "http://{}/status",
-        crate::mqtt::broker::local_target(settings.bind)
+        crate::mqtt::broker::local_target(server.bind)
     );
-    let reported = async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_millis(800))
-            .build()
-            .ok()?;
-        let status: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
-        status["mqtt_port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-    };
-    reported.await.unwrap_or(crate::mqtt::broker::DEFAULT_PORT)
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(800))
+        .build()
+        .ok()?;
+    let status: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+    status["mqtt_port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
 }

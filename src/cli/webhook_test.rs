@@ -1,23 +1,36 @@
 //! `coinpulse webhook-test`: sends a signed `checkout.session.completed` the way Stripe
 //! would, for owners without the Stripe CLI.
 
+use std::net::SocketAddr;
+
 use clap::Args;
 
-use crate::config::Settings;
+use super::money::{self, parse_amount};
+use crate::config::{parse_secret, Secret, DEFAULT_BIND};
+use crate::domain::Currency;
 use crate::stripe::webhook::sign;
 
 #[derive(Debug, Args)]
+#[command(after_help = money::HELP)]
 pub struct WebhookTestArgs {
+    /// The cabinet the test payment is for.
     #[arg(long)]
     machine_id: String,
-    /// Amount paid, in minor units (cents).
-    #[arg(long, default_value_t = 100)]
-    amount: i64,
+    /// Amount paid, e.g. 1.00 (see below).
+    #[arg(long, default_value = "1.00")]
+    amount: String,
+    /// Currency of the payment (3-letter ISO code).
     #[arg(long, default_value = "usd")]
     currency: String,
-    /// Webhook URL. Default: this server's /webhooks/stripe on BIND.
+    /// Webhook URL. Default: /webhooks/stripe on the server running here (its BIND).
     #[arg(long)]
     url: Option<String>,
+    /// The server's webhook signing secret (whsec_…), to sign the test event with.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", value_parser = parse_secret, hide_env_values = true)]
+    stripe_webhook_secret: Option<Secret>,
+    /// The address the server running here listens on (its BIND).
+    #[arg(long, env = "BIND", default_value = DEFAULT_BIND)]
+    bind: SocketAddr,
 }
 
 /// A realistic `checkout.session.completed` body (the fields coinpulse reads, plus some it
@@ -54,15 +67,19 @@ pub fn checkout_completed_event(
     })
 }
 
-pub async fn run(args: WebhookTestArgs, settings: &Settings) -> anyhow::Result<()> {
-    let secret = settings
+pub async fn run(args: WebhookTestArgs) -> anyhow::Result<()> {
+    let currency =
+        Currency::parse(&args.currency).map_err(|e| anyhow::anyhow!("--currency: {e}"))?;
+    let amount =
+        parse_amount(&args.amount, &currency).map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
+    let secret = args
         .stripe_webhook_secret
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("STRIPE_WEBHOOK_SECRET: not set; the test webhook must be signed with the server's secret"))?;
     let url = args.url.unwrap_or_else(|| {
         format!(
             "http://{}/webhooks/stripe",
-            crate::mqtt::broker::local_target(settings.bind)
+            crate::mqtt::broker::local_target(args.bind)
         )
     });
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -70,8 +87,8 @@ pub async fn run(args: WebhookTestArgs, settings: &Settings) -> anyhow::Result<(
         &format!("evt_test_{suffix}"),
         &format!("cs_test_{suffix}"),
         &args.machine_id,
-        args.amount,
-        &args.currency.to_ascii_lowercase(),
+        amount,
+        currency.as_str(),
     )
     .to_string();
     let header = sign(

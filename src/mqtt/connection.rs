@@ -98,26 +98,77 @@ fn connect_builder(
     Ok(b)
 }
 
-/// Connects, retrying with backoff until it succeeds. After the first success paho's
-/// automatic reconnect takes over.
-pub async fn connect_until_up(client: &paho::AsyncClient, opts: paho::ConnectOptions, what: &str) {
+/// How long [`connect_with_backoff`] keeps trying.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Stop after this long (None: never).
+    pub give_up_after: Option<Duration>,
+    /// Stop at once when the broker answers with a refusal (a wrong login, say), rather
+    /// than retrying as for an unreachable broker.
+    pub stop_when_refused: bool,
+}
+
+impl Retry {
+    /// The server's way: keep trying whatever the broker says, until it is up.
+    pub const UNTIL_UP: Retry = Retry {
+        give_up_after: None,
+        stop_when_refused: false,
+    };
+}
+
+/// Connects, retrying with backoff while the broker cannot be reached. After the first
+/// success paho's automatic reconnect takes over.
+pub async fn connect_with_backoff(
+    client: &paho::AsyncClient,
+    opts: paho::ConnectOptions,
+    what: &str,
+    retry: Retry,
+) -> Result<(), paho::Error> {
+    let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(25);
     loop {
-        match client.connect(opts.clone()).await {
-            Ok(_) => return,
-            Err(e) => {
-                // The first quick retries cover a broker that is still starting; only
-                // persistent failure is worth a warning.
-                if delay >= Duration::from_millis(400) {
-                    tracing::warn!(broker = %client.server_uri(), error = %e, retry_in_ms = delay.as_millis() as u64,
-                        "{what}: MQTT broker unreachable, retrying");
-                }
-                tokio::time::sleep(delay).await;
-                // Capped low: a broker that is still starting, or back after an outage,
-                // should be picked up within seconds.
-                delay = (delay * 2).min(Duration::from_secs(3));
-            }
+        let e = match client.connect(opts.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let refused = matches!(e, paho::Error::ConnectReturn(_));
+        let out_of_time = retry
+            .give_up_after
+            .is_some_and(|limit| started.elapsed() >= limit);
+        if (refused && retry.stop_when_refused) || out_of_time {
+            return Err(e);
         }
+        // The first quick retries cover a broker that is still starting; only persistent
+        // failure is worth a warning.
+        if delay >= Duration::from_millis(400) {
+            let why = if is_login_refused(&e) {
+                "MQTT broker refused the login"
+            } else {
+                "MQTT broker unreachable"
+            };
+            tracing::warn!(broker = %client.server_uri(), error = %e, retry_in_ms = delay.as_millis() as u64,
+                "{what}: {why}, retrying");
+        }
+        tokio::time::sleep(delay).await;
+        // Capped low: a broker that is still starting, or back after an outage, should be
+        // picked up within seconds.
+        delay = (delay * 2).min(Duration::from_secs(3));
+    }
+}
+
+/// True when the broker answered and refused the user name and password (MQTT 3.1.1
+/// return codes 4 and 5, or their MQTT 5 reason codes).
+pub fn is_login_refused(e: &paho::Error) -> bool {
+    use paho::errors::ConnectReturnCode as Code;
+    match e {
+        paho::Error::ConnectReturn(code) => {
+            matches!(code, Code::BadUserNameOrPassword | Code::NotAuthorized)
+        }
+        paho::Error::ReasonCode(code) => matches!(
+            code,
+            paho::ReasonCode::BadUserNameOrPassword | paho::ReasonCode::NotAuthorized
+        ),
+        _ => false,
     }
 }
 
@@ -157,6 +208,9 @@ pub fn start(
         }
     });
     let bg = client.clone();
-    tokio::spawn(async move { connect_until_up(&bg, opts, "server").await });
+    tokio::spawn(async move {
+        // Retrying forever: this can only end in success.
+        let _ = connect_with_backoff(&bg, opts, "server", Retry::UNTIL_UP).await;
+    });
     Ok(client)
 }

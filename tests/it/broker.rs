@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use coinpulse::cabinet_sim::SimEvent;
+use coinpulse::cli::sim::SimEvent;
 use coinpulse::mqtt::connection::{create_client, Target};
 use paho_mqtt as paho;
 use reqwest::Method;
@@ -413,7 +413,7 @@ async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
     let id = unique("cab");
     let secret = app.register(&id, 100, "usd").await;
     let (_sim, mut events) =
-        coinpulse::cabinet_sim::SimCabinet::connect(coinpulse::cabinet_sim::SimOptions {
+        coinpulse::cli::sim::SimCabinet::connect(coinpulse::cli::sim::SimOptions {
             machine_id: id.clone(),
             secret,
             broker: format!("ssl://127.0.0.1:{tls_port}"),

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coinpulse::cabinet_sim::SimEvent;
+use coinpulse::cli::sim::SimEvent;
 use serde_json::Value;
 
 use crate::support::*;

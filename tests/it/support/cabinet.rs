@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use coinpulse::cabinet_sim::{SimCabinet, SimEvent, SimOptions};
+use coinpulse::cli::sim::{SimCabinet, SimEvent, SimOptions};
 use tokio::sync::mpsc;
 
 use super::{unique, TestApp};

@@ -4,6 +4,7 @@
 //! older than a set age, ignores pulse ids it has already seen (remembered in a file across
 //! its own restarts when given one), acks every pulse, and can report game over.
 //! `coinpulse cabinet-sim` runs it; the integration tests use it as their cabinet.
+//! It connects through the server's own connect-with-backoff loop.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -12,10 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paho_mqtt as paho;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::domain::{verify_pulse, verify_pulse_ed25519, wire_time, PulseMessage};
-use crate::mqtt::connection::{connect_options, create_client, Target};
+use crate::mqtt::connection::{
+    connect_options, connect_with_backoff, create_client, Retry, Target,
+};
 use crate::mqtt::{GameOverMessage, Topics};
 
 #[derive(Debug, Clone)]
@@ -131,6 +134,7 @@ pub struct SimCabinet {
     topics: Topics,
     machine_id: String,
     announces: bool,
+    connected: watch::Receiver<bool>,
 }
 
 impl SimCabinet {
@@ -159,10 +163,13 @@ impl SimCabinet {
                 let _ = raw_tx.send(m);
             }
         });
+        let (connected_tx, connected) = watch::channel(false);
+        let connected_tx = Arc::new(connected_tx);
         {
             let topics = topics.clone();
             let id = opts.machine_id.clone();
             let announce = opts.ack;
+            let connected_tx = connected_tx.clone();
             // On every (re)connect: subscribe, then announce ourselves. The broker handles
             // one client's packets in order, so by the time the server hears "online" (and
             // redelivers what we missed) our subscription is in place.
@@ -175,30 +182,19 @@ impl SimCabinet {
                         paho::QOS_1,
                     ));
                 }
+                connected_tx.send_replace(true);
             });
         }
-        let started = std::time::Instant::now();
-        let mut delay = Duration::from_millis(25);
-        loop {
-            match client.connect(conn_opts.clone()).await {
-                Ok(_) => break,
-                Err(e @ paho::Error::ConnectReturn(_)) => return Err(e),
-                Err(e)
-                    if opts
-                        .give_up_after
-                        .is_some_and(|limit| started.elapsed() >= limit) =>
-                {
-                    return Err(e)
-                }
-                Err(e) => {
-                    if delay >= Duration::from_secs(1) {
-                        tracing::warn!(error = %e, "broker unreachable; retrying");
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        client.set_connection_lost_callback(move |_| {
+            connected_tx.send_replace(false);
+        });
+        // A refused login is final at once; an unreachable broker is retried.
+        let retry = Retry {
+            give_up_after: opts.give_up_after,
+            stop_when_refused: true,
+        };
+        let what = format!("cabinet {}", opts.machine_id);
+        connect_with_backoff(&client, conn_opts, &what, retry).await?;
 
         let ack_mode = opts.ack;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -254,6 +250,7 @@ impl SimCabinet {
                 topics,
                 machine_id: target.username.unwrap_or_default(),
                 announces: ack_mode,
+                connected,
             },
             events_rx,
         ))
@@ -272,6 +269,12 @@ impl SimCabinet {
 
     pub fn topics(&self) -> &Topics {
         &self.topics
+    }
+
+    /// Whether the cabinet is connected to its broker right now; changes when it loses the
+    /// broker and when paho's automatic reconnect regains it.
+    pub fn connection(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
     }
 
     /// A clean goodbye: status offline (retained, unless a seed cabinet), then disconnect.
