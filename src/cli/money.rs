@@ -27,7 +27,10 @@ mod tests {
         assert_eq!(parse_amount("100", &cur("jpy")), Ok(100));
         assert_eq!(parse_amount("1.250", &cur("kwd")), Ok(1250));
         for bad in ["", "1.005", "-1.00", "1,00", "abc", "0", "0.00"] {
-            assert!(parse_amount(bad, &cur("usd")).is_err(), "{bad:?} should be refused");
+            assert!(
+                parse_amount(bad, &cur("usd")).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 }

@@ -509,7 +509,7 @@ mod tests {
 
         // The cabinet connects and subscribes; the subscription event sends the pulse.
         let secret = rig.keys.cabinet_secret(MACHINE, SALT);
-        let cabinet =
+        let mut cabinet =
             create_client(&target(rig.broker.addr, MACHINE, Some(secret.clone()))).unwrap();
         let mut stream = cabinet.get_stream(16);
         cabinet
