@@ -95,6 +95,25 @@ fn currency(c: &str) -> Result<String, CabinetError> {
         .map_err(|e| CabinetError::Invalid("currency", e.to_string()))
 }
 
+/// Checks an owner's free-credit request (1–100 credits, a reason of at most 200
+/// characters) and returns the trimmed reason.
+pub fn check_grant(credits: i64, reason: &str) -> Result<&str, CabinetError> {
+    if !(1..=100).contains(&credits) {
+        return Err(CabinetError::Invalid(
+            "credits",
+            "must be between 1 and 100".into(),
+        ));
+    }
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 200 {
+        return Err(CabinetError::Invalid(
+            "reason",
+            "is required (at most 200 characters)".into(),
+        ));
+    }
+    Ok(reason)
+}
+
 pub async fn register(
     store: &Store,
     keys: &Keys,

@@ -15,5 +15,7 @@ pub mod payments;
 pub mod qr;
 pub mod store;
 pub mod stripe;
+#[cfg(test)]
+mod test_support;
 pub mod web;
 pub mod writer;

@@ -500,28 +500,11 @@ async fn record_play(tx: &mut Tx, p: &PlayInput) -> Result<bool, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{hash_cabinet_secret, Outcome};
-    use crate::store::NewCabinet;
+    use crate::domain::Outcome;
     use crate::stripe::webhook::parse_event;
 
     async fn core() -> (Core, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::connect(&url).await.unwrap();
-        store
-            .insert_cabinet(&NewCabinet {
-                machine_id: "cab-1".into(),
-                name: "Cab".into(),
-                game: String::new(),
-                location: String::new(),
-                price_minor: 100,
-                currency: "usd".into(),
-                enabled: true,
-                secret_salt: "salt".into(),
-                secret_hash: hash_cabinet_secret("secret"),
-            })
-            .await
-            .unwrap();
+        let (store, dir) = crate::test_support::store_with_cabinet("cab-1", "salt", "secret").await;
         let core = Core {
             store,
             keys: Keys::new(b"0123456789abcdef0123456789abcdef".to_vec()),

@@ -237,11 +237,7 @@ async fn grant(
     credits: i64,
     reason: &str,
 ) -> anyhow::Result<()> {
-    let reason = reason.trim();
-    anyhow::ensure!(
-        !reason.is_empty() && reason.chars().count() <= 200,
-        "--reason is required (at most 200 characters)"
-    );
+    let reason = cabinets::check_grant(credits, reason)?;
     // The writer hands new pulses to a dispatcher; here there is none, so the pulse waits
     // in the outbox for the server's.
     let (outbox, _no_dispatcher) = mpsc::channel(1);

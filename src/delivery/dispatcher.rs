@@ -389,10 +389,9 @@ mod tests {
     use super::*;
     use futures::StreamExt;
 
-    use crate::domain::{hash_cabinet_secret, Keys};
+    use crate::domain::Keys;
     use crate::mqtt::broker::{self, BrokerOptions};
     use crate::mqtt::connection::{connect_options, create_client, Target};
-    use crate::store::NewCabinet;
     use crate::writer::{self, Writer};
 
     const MACHINE: &str = "cab-1";
@@ -407,24 +406,9 @@ mod tests {
     }
 
     async fn rig() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let store = Store::connect(&url).await.unwrap();
         let keys = Keys::new(b"0123456789abcdef0123456789abcdef".to_vec());
-        store
-            .insert_cabinet(&NewCabinet {
-                machine_id: MACHINE.into(),
-                name: "Cab".into(),
-                game: String::new(),
-                location: String::new(),
-                price_minor: 100,
-                currency: "usd".into(),
-                enabled: true,
-                secret_salt: SALT.into(),
-                secret_hash: hash_cabinet_secret(&keys.cabinet_secret(MACHINE, SALT)),
-            })
-            .await
-            .unwrap();
+        let secret = keys.cabinet_secret(MACHINE, SALT);
+        let (store, dir) = crate::test_support::store_with_cabinet(MACHINE, SALT, &secret).await;
         let topics = Topics::new("arcade/machine");
         let (events, _events_rx) = mpsc::channel(16);
         let broker = broker::start(

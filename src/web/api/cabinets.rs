@@ -86,17 +86,7 @@ pub async fn grant_credits(
     body: web::Json<GrantRequest>,
 ) -> Result<HttpResponse, AppError> {
     let id = machine_id(&path)?;
-    if !(1..=100).contains(&body.credits) {
-        return Err(AppError::Unprocessable(
-            "credits must be between 1 and 100".into(),
-        ));
-    }
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 200 {
-        return Err(AppError::Unprocessable(
-            "reason is required (at most 200 characters)".into(),
-        ));
-    }
+    let reason = cabinets::check_grant(body.credits, &body.reason)?;
     let pulse = state
         .writer
         .grant(id.as_str(), body.credits, reason)
