@@ -394,7 +394,7 @@ fn load_or_create_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::File::open(dir)?.sync_all()?;
             }
-            tracing::info!(path = %path.display(), "generated a new SECRET_KEY and saved it (owner-only); back it up with the database");
+            tracing::warn!(path = %path.display(), "generated a new SECRET_KEY and saved it (owner-only); back it up with the database");
             Ok(key.into_bytes())
         }
         // Another process created it first: use theirs.

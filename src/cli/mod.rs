@@ -26,8 +26,9 @@ Start with `coinpulse serve`, then register each cabinet with `coinpulse cabinet
 `coinpulse <command> --help` lists a command's options.\n\n\
 Every option can also be set by an environment variable (--database-url is DATABASE_URL) \
 or a line in a .env file in the working directory; flags win over the environment, which \
-wins over .env, and an empty value counts as unset. Amounts are typed as on a price tag, \
-with the currency's decimals: 1.00 or 0.50 (USD), 100 (JPY).",
+wins over .env, and an empty value counts as unset. Amounts are typed one way everywhere: \
+with a decimal point in the currency's main unit (1.00 = one dollar), as a whole number in \
+minor units (100 = 100 cents = 1.00 USD).",
     after_help = "Quick start:\n  coinpulse serve                      # SQLite file + embedded MQTT broker\n  \
 coinpulse cabinet add --machine-id cab-1 --name \"Street Fighter II\" --price 1.00 --currency usd\n  \
 coinpulse cabinet-sim --machine-id cab-1 --secret-file cab-1.secret\n  \
