@@ -361,9 +361,10 @@ impl Dispatcher {
         };
         match pending {
             Ok(pulses) => {
+                // A seed cabinet's pulse already in flight is being sent once: never again.
                 let pulses: Vec<_> = pulses
                     .into_iter()
-                    .filter(|p| !flight.ids.contains(&p.id))
+                    .filter(|p| acks || !flight.ids.contains(&p.id))
                     .collect();
                 if !pulses.is_empty() {
                     tracing::info!(
@@ -373,8 +374,16 @@ impl Dispatcher {
                         "delivering pending pulses"
                     );
                 }
-                for p in pulses {
-                    self.publish(p, flight).await;
+                for mut p in pulses {
+                    if flight.ids.contains(&p.id) {
+                        // In flight to a connection that has just gone away (its handed
+                        // mark is not committed yet): this connection gets it too. The
+                        // cabinet acks and dedupes by id, so a repeat is harmless.
+                        p.acks = true;
+                        self.send(p, flight);
+                    } else {
+                        self.publish(p, flight).await;
+                    }
                 }
             }
             Err(e) => {

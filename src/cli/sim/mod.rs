@@ -93,7 +93,9 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     };
     let (cabinet, mut events) = SimCabinet::connect(opts).await.map_err(|e| {
         if is_login_refused(&e) {
-            anyhow::anyhow!("login refused: wrong machine id or secret ({broker} said: {e})")
+            // paho's text for a refused CONNACK is only a return code; say what it means.
+            tracing::debug!(error = %e, "login refused");
+            anyhow::anyhow!("login refused by {broker}: wrong machine id or secret")
         } else {
             anyhow::anyhow!("could not connect to {broker}: {e}")
         }
