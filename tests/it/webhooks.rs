@@ -187,18 +187,10 @@ async fn refund_marks_the_payment_refunded() {
     let db = TestDb::new().await;
     let app = spawn_app(&db).await;
     let mut cab = app.cabinet(100, "usd").await;
-    let sid = unique("cs_test");
-    app.post_webhook(&session_event(
-        "checkout.session.completed",
-        &unique("evt"),
-        session(&sid, &cab.machine_id, 200, "usd", "paid"),
-    ))
-    .await;
-    cab.expect_credit().await;
-    let charge = json!({"id": "ch_1", "object": "charge", "amount": 200, "amount_refunded": 200, "refunded": true,
-        "currency": "usd", "payment_intent": format!("pi_{sid}"), "billing_details": {"email": null}});
-    let event = json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": charge}});
-    let (status, body) = app.post_webhook(&event).await;
+    let sid = app.pay_and_credit(&mut cab, 200).await;
+    let (status, body) = app
+        .post_webhook(&charge_refunded(&sid, 200, 200, true))
+        .await;
     assert_eq!((status, body["outcome"].as_str()), (200, Some("refunded")));
     let p = &app.payments(&cab.machine_id).await[0];
     assert_eq!(p["status"], "refunded");
@@ -380,20 +372,9 @@ async fn refunds_arriving_out_of_order_never_go_backwards() {
     let db = TestDb::new().await;
     let app = spawn_app(&db).await;
     let mut cab = app.cabinet(100, "usd").await;
-    let sid = unique("cs_test");
-    app.post_webhook(&session_event(
-        "checkout.session.completed",
-        &unique("evt"),
-        session(&sid, &cab.machine_id, 300, "usd", "paid"),
-    ))
-    .await;
-    cab.expect_credit().await;
-    let refund = |amount: i64, full: bool| {
-        json!({"id": unique("evt"), "type": "charge.refunded", "data": {"object": {
-            "id": "ch_1", "object": "charge", "amount": 300, "amount_refunded": amount,
-            "refunded": full, "currency": "usd", "payment_intent": format!("pi_{sid}")}}})
-    };
+    let sid = app.pay_and_credit(&mut cab, 300).await;
     // The full refund's event arrives before the earlier partial one's.
+    let refund = |refunded: i64, full: bool| charge_refunded(&sid, 300, refunded, full);
     assert_eq!(app.post_webhook(&refund(300, true)).await.0, 200);
     assert_eq!(app.post_webhook(&refund(100, false)).await.0, 200);
     let p = &app.payments(&cab.machine_id).await[0];

@@ -4,7 +4,7 @@
 use coinpulse::stripe::webhook::sign;
 use serde_json::{json, Value};
 
-use super::{unique, TestApp};
+use super::{unique, Cabinet, TestApp};
 
 pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
 
@@ -38,6 +38,29 @@ impl TestApp {
         self.post_webhook_at("/webhooks/stripe", &body.to_string(), None)
             .await
     }
+
+    /// Pays `amount` to `cab` through a completed session and waits for the credit;
+    /// returns the session id (its PaymentIntent is `pi_{id}`, as [`charge_refunded`] uses).
+    pub async fn pay_and_credit(&self, cab: &mut Cabinet, amount: i64) -> String {
+        let sid = unique("cs_test");
+        self.post_webhook(&session_event(
+            "checkout.session.completed",
+            &unique("evt"),
+            session(&sid, &cab.machine_id, amount, "usd", "paid"),
+        ))
+        .await;
+        cab.expect_credit().await;
+        sid
+    }
+}
+
+/// A `charge.refunded` event for the charge of session `session_id` (`amount` charged,
+/// `refunded` of it refunded so far; `full` when Stripe marks the charge refunded).
+pub fn charge_refunded(session_id: &str, amount: i64, refunded: i64, full: bool) -> Value {
+    let charge = json!({"id": "ch_1", "object": "charge", "amount": amount, "amount_refunded": refunded,
+        "refunded": full, "currency": "usd", "payment_intent": format!("pi_{session_id}"),
+        "billing_details": {"email": null}});
+    json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": charge}})
 }
 
 /// A Stripe checkout-session event.
