@@ -16,35 +16,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PulseSource {
-    Stripe,
-    Operator,
-}
-
-impl PulseSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stripe => "stripe",
-            Self::Operator => "operator",
-        }
-    }
-}
-
-impl TryFrom<String> for PulseSource {
-    type Error = super::UnknownState;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        match s.as_str() {
-            "stripe" => Ok(Self::Stripe),
-            "operator" => Ok(Self::Operator),
-            _ => Err(super::UnknownState {
-                kind: "pulse source",
-                value: s,
-            }),
-        }
-    }
-}
+pub use super::status::PulseSource;
 
 /// Field order matters: it is the signing input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -82,6 +82,16 @@ impl PaymentStatus {
 }
 
 states! {
+    /// Why a pulse was sent; part of the signed pulse message.
+    PulseSource, "pulse source" {
+        /// A Stripe payment bought it.
+        Stripe = "stripe",
+        /// An owner granted it by hand.
+        Operator = "operator",
+    }
+}
+
+states! {
     /// A checkout session coinpulse created for a player.
     CheckoutStatus, "checkout status" {
         Open = "open",
@@ -192,6 +202,15 @@ mod tests {
             "\"partially_refunded\""
         );
         assert!("paid-ish".parse::<PaymentStatus>().is_err());
+        // On the wire in every signed pulse: the names must never change.
+        assert_eq!(
+            serde_json::to_string(&PulseSource::Operator).unwrap(),
+            "\"operator\""
+        );
+        assert_eq!(
+            PulseSource::try_from("stripe".to_owned()),
+            Ok(PulseSource::Stripe)
+        );
     }
 
     #[test]
