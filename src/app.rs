@@ -30,6 +30,7 @@ pub struct Application {
     store: Store,
     mqtt: paho::AsyncClient,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
+    setup_url: Option<String>,
 }
 
 /// Stops a running application (tests use it to restart one on the same database).
@@ -145,7 +146,9 @@ impl Application {
             startup_ms = started.elapsed().as_millis() as u64,
             "coinpulse ready"
         );
+        let setup_url = announce_setup(&store, &settings.public_url).await;
         Ok(Self {
+            setup_url,
             http,
             http_addr,
             broker_addr,
@@ -159,6 +162,11 @@ impl Application {
                 ("MQTT inbound", inbound_task),
             ],
         })
+    }
+
+    /// The one-time owner setup link, while no dashboard user exists.
+    pub fn setup_url(&self) -> Option<&str> {
+        self.setup_url.as_deref()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -280,11 +288,32 @@ impl MqttSide {
     }
 }
 
+/// While nobody can sign in to the dashboard, prints a one-time setup link (a fresh token
+/// at every start; only its hash is stored).
+async fn announce_setup(store: &Store, public_url: &str) -> Option<String> {
+    match crate::accounts::issue_setup_token(store).await {
+        Ok(Some(token)) => {
+            let url = format!("{public_url}/setup?token={token}");
+            tracing::warn!(
+                "no dashboard account yet: open {url} to create the owner account (the link works once and changes at each start), or run `coinpulse user add --email you@example.com --role owner`"
+            );
+            Some(url)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "could not issue a setup link");
+            None
+        }
+    }
+}
+
 /// Starts the web server on `bind`.
 fn serve_http(
     state: AppState,
     bind: SocketAddr,
 ) -> anyhow::Result<(actix_web::dev::Server, SocketAddr)> {
+    let keys = state.keys.clone();
+    let public_url = state.settings.public_url.clone();
     let state = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -295,7 +324,9 @@ fn serve_http(
             .wrap(TracingLogger::default())
             // Phones on weak arcade Wi-Fi get pages gzipped when they ask for it.
             .wrap(actix_web::middleware::Compress::default())
-            .configure(configure)
+            // Outermost, so error pages made by the middlewares above carry them too.
+            .wrap(crate::web::security_headers())
+            .configure(|cfg| configure(cfg, &keys, &public_url))
     })
     .shutdown_timeout(10)
     .bind(bind)

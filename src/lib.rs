@@ -1,6 +1,7 @@
 //! coinpulse: phone payments for coin-op arcade cabinets.
 //! Stripe webhooks in, signed MQTT coin pulses out, game overs back.
 
+pub mod accounts;
 pub mod app;
 pub mod cabinets;
 pub mod checkout;

@@ -218,6 +218,7 @@ fn new_payment<'a>(
         status,
         review_reason: None,
         livemode: ev.livemode,
+        email: s.email.as_deref(),
         at,
     }
 }
@@ -320,6 +321,49 @@ pub async fn grant(
     );
     tracing::info!(machine_id, credits, pulse_id = %pulse.id, reason, "operator credits granted");
     Ok(Some(pulse))
+}
+
+/// What assigning a payment in review came to.
+#[derive(Debug, Clone)]
+pub enum Assigned {
+    /// Credited to the cabinet; its pulse is queued.
+    Sent(OutboxPulse),
+    /// It was not in review (any more): resolved before, e.g. by a second click.
+    NotInReview,
+    NoSuchCabinet,
+}
+
+/// Resolves a payment in review by crediting it to a cabinet: one pulse, exactly once
+/// (the status moves from `review` in the same transaction, and a payment's pulse is
+/// unique).
+pub async fn assign(
+    tx: &mut Tx,
+    keys: &Keys,
+    payment_id: &str,
+    machine_id: &str,
+    credits: i64,
+    note: &str,
+) -> Result<Assigned, StoreError> {
+    let Some(cabinet) = tx.cabinet(machine_id).await? else {
+        return Ok(Assigned::NoSuchCabinet);
+    };
+    let now = now_db();
+    if !tx
+        .take_from_review(payment_id, machine_id, credits, note, &now)
+        .await?
+    {
+        return Ok(Assigned::NotInReview);
+    }
+    let pulse = queue_pulse(
+        tx,
+        keys,
+        &cabinet,
+        credits,
+        Credit::Payment(payment_id),
+        &now,
+    );
+    tracing::info!(payment_id, machine_id, credits, pulse_id = %pulse.id, "payment in review assigned to a cabinet");
+    Ok(Assigned::Sent(pulse))
 }
 
 /// Why a pulse is sent: a payment bought it, or an owner granted it.

@@ -95,6 +95,15 @@ enum Request {
         reply: Reply<Option<OutboxPulse>>,
         done: Option<Option<OutboxPulse>>,
     },
+    /// A payment in review credited to a cabinet by the owner.
+    Assign {
+        payment_id: String,
+        machine_id: String,
+        credits: i64,
+        note: String,
+        reply: Reply<payments::Assigned>,
+        done: Option<payments::Assigned>,
+    },
     /// Pulses handed to the broker.
     Handed { ids: Vec<String>, reply: Reply<()> },
     /// Handed marks taken back: those pulses were not sent after all.
@@ -122,7 +131,7 @@ impl Request {
     /// Money (webhooks, operator grants) or bookkeeping (everything else).
     fn is_money(&self) -> bool {
         match self {
-            Self::Webhook { .. } | Self::Grant { .. } => true,
+            Self::Webhook { .. } | Self::Grant { .. } | Self::Assign { .. } => true,
             Self::Handed { .. }
             | Self::Unhanded { .. }
             | Self::Ack { .. }
@@ -136,6 +145,10 @@ impl Request {
         match self {
             Self::Webhook { done, .. } => done.as_mut().and_then(|o| o.pulse.as_mut()),
             Self::Grant { done, .. } => done.as_mut().and_then(Option::as_mut),
+            Self::Assign { done, .. } => match done {
+                Some(payments::Assigned::Sent(p)) => Some(p),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -152,6 +165,9 @@ impl Request {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Grant { reply, done, .. } => {
+                send(reply, committed.and_then(|()| done.ok_or_else(missing)))
+            }
+            Self::Assign { reply, done, .. } => {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Handed { reply, .. } | Self::Unhanded { reply, .. } => send(reply, committed),
@@ -226,6 +242,25 @@ impl Writer {
             machine_id: machine_id.to_owned(),
             credits,
             reason: reason.to_owned(),
+            reply,
+            done: None,
+        })
+        .await
+    }
+
+    /// Credits a payment in review to a cabinet, once however often it is asked.
+    pub async fn assign(
+        &self,
+        payment_id: &str,
+        machine_id: &str,
+        credits: i64,
+        note: &str,
+    ) -> Result<payments::Assigned, WriteError> {
+        self.call(|reply| Request::Assign {
+            payment_id: payment_id.to_owned(),
+            machine_id: machine_id.to_owned(),
+            credits,
+            note: note.to_owned(),
             reply,
             done: None,
         })
@@ -438,6 +473,19 @@ impl Core {
                 ..
             } => {
                 *done = Some(payments::grant(tx, &self.keys, machine_id, *credits, reason).await?);
+            }
+            Request::Assign {
+                payment_id,
+                machine_id,
+                credits,
+                note,
+                done,
+                ..
+            } => {
+                *done = Some(
+                    payments::assign(tx, &self.keys, payment_id, machine_id, *credits, note)
+                        .await?,
+                );
             }
             Request::Handed { ids, .. } => tx.mark_handed(ids, &now_db()),
             Request::Unhanded { ids, .. } => tx.unmark_handed(ids).await?,

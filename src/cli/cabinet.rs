@@ -175,7 +175,7 @@ pub async fn run(args: CabinetArgs) -> anyhow::Result<()> {
             let currency = Currency::parse(&cabinet.currency).map_err(anyhow::Error::msg)?;
             let parsed = bundles
                 .iter()
-                .map(|b| parse_bundle(b, &currency))
+                .map(|b| Bundle::parse(b, &currency))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
             let saved = cabinets::set_bundles(&store, &cabinet, &parsed).await?;
@@ -270,20 +270,6 @@ fn price(c: &Cabinet) -> String {
 }
 
 /// `3:2.50` or `3:2.50:Best value`.
-fn parse_bundle(text: &str, currency: &Currency) -> Result<Bundle, String> {
-    let mut parts = text.splitn(3, ':');
-    let credits = parts.next().and_then(|c| c.trim().parse::<i64>().ok());
-    let price = parts.next().map(|p| parse_amount(p, currency));
-    match (credits, price) {
-        (Some(credits), Some(Ok(price_minor))) => Ok(Bundle {
-            credits,
-            price_minor,
-            label: parts.next().unwrap_or("").to_owned(),
-        }),
-        (_, Some(Err(e))) => Err(format!("bundle {text:?}: {e}")),
-        _ => Err(format!("bundle {text:?}: write credits:price, e.g. 3:2.50")),
-    }
-}
 
 fn print_bundles(c: &Cabinet, bundles: &[Bundle]) {
     if bundles.is_empty() {

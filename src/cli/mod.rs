@@ -6,6 +6,7 @@ pub mod logs;
 mod money;
 pub mod sim;
 mod tls;
+mod user;
 pub mod webhook_test;
 
 use std::ffi::OsString;
@@ -47,6 +48,8 @@ pub enum Command {
     Cabinet(cabinet::CabinetArgs),
     /// Act as a cabinet in this terminal: receive and verify pulses, ack them, report game over.
     CabinetSim(sim::SimArgs),
+    /// Dashboard users: add, list, remove, reset a password.
+    User(user::UserArgs),
     /// Certificates for the embedded broker's TLS listener.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -155,6 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cabinet(args) => cabinet::run(args).await,
         Command::CabinetSim(args) => sim::run(args).await,
+        Command::User(args) => user::run(args).await,
         Command::Tls(cmd) => tls::run(cmd),
         Command::WebhookTest(args) => webhook_test::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -15,6 +15,23 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// An owner-typed bundle, `credits:price[:label]` (`3:2.50`, `6:4.50:Party pack`), the
+    /// price read as [`parse_amount`](super::parse_amount) reads it.
+    pub fn parse(text: &str, currency: &super::Currency) -> Result<Bundle, String> {
+        let mut parts = text.trim().splitn(3, ':');
+        let credits = parts.next().and_then(|c| c.trim().parse::<i64>().ok());
+        let price = parts.next().map(|p| super::parse_amount(p, currency));
+        match (credits, price) {
+            (Some(credits), Some(Ok(price_minor))) => Ok(Bundle {
+                credits,
+                price_minor,
+                label: parts.next().unwrap_or("").trim().to_owned(),
+            }),
+            (_, Some(Err(e))) => Err(format!("bundle {text:?}: {e}")),
+            _ => Err(format!("bundle {text:?}: write credits:price, e.g. 3:2.50")),
+        }
+    }
+
     /// What the player sees on the button: the label, else "3 plays".
     pub fn title(&self) -> String {
         if !self.label.is_empty() {

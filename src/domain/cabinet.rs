@@ -27,6 +27,8 @@ pub struct Cabinet {
     pub secret_salt: String,
     #[serde(skip)]
     pub secret_hash: String,
+    /// Set when the owner archived it: no payments, out of the lists, history kept.
+    pub archived_at: Option<String>,
 }
 
 impl Cabinet {
@@ -56,7 +58,7 @@ pub fn unavailable(
     offline_after_secs: u64,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<&'static str> {
-    if !c.enabled {
+    if !c.enabled || c.archived_at.is_some() {
         return Some(DISABLED);
     }
     if c.always_available {
@@ -99,6 +101,7 @@ pub(crate) fn test_cabinet(machine_id: &str) -> Cabinet {
         updated_at: String::new(),
         secret_salt: "s".into(),
         secret_hash: String::new(),
+        archived_at: None,
     }
 }
 

@@ -10,6 +10,7 @@ const LABEL_CABINET: &str = "cabinet passwords v1";
 const LABEL_TOKENS: &str = "tokens v1";
 const LABEL_INTERNAL_MQTT: &str = "internal mqtt password v1";
 const LABEL_PULSE_SIGNING: &str = "pulse signing ed25519 v1";
+const LABEL_SESSIONS: &str = "dashboard session cookies v1";
 
 /// Derives cabinet secrets from the master key; shared by the writer, the broker's
 /// authentication and the API that shows a new secret once.
@@ -21,6 +22,8 @@ pub struct Keys {
     tokens: Arc<[u8; 32]>,
     internal_mqtt: Arc<[u8; 32]>,
     pulse_signing: Arc<ed25519_dalek::SigningKey>,
+    /// Signs and encrypts dashboard session cookies (actix-session wants 64 bytes).
+    sessions: Arc<[u8; 64]>,
 }
 
 impl Keys {
@@ -32,7 +35,11 @@ impl Keys {
                 .expect("32 bytes is a valid HKDF-SHA256 length");
             out
         };
+        let mut sessions = [0u8; 64];
+        hk.expand(LABEL_SESSIONS.as_bytes(), &mut sessions)
+            .expect("64 bytes is a valid HKDF-SHA256 length");
         Self {
+            sessions: Arc::new(sessions),
             cabinet: Arc::new(derive(LABEL_CABINET)),
             tokens: Arc::new(derive(LABEL_TOKENS)),
             internal_mqtt: Arc::new(derive(LABEL_INTERNAL_MQTT)),
@@ -60,6 +67,11 @@ impl Keys {
     /// The key that signs every pulse (Ed25519); cabinets verify with the public half.
     pub fn pulse_signing_key(&self) -> &ed25519_dalek::SigningKey {
         &self.pulse_signing
+    }
+
+    /// The key dashboard session cookies are signed and encrypted with.
+    pub fn session_key(&self) -> &[u8; 64] {
+        &self.sessions
     }
 
     pub fn pulse_public_key_hex(&self) -> String {

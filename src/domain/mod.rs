@@ -7,6 +7,7 @@ mod bundles;
 pub mod cabinet;
 mod keys;
 mod money;
+pub mod password;
 mod pulse;
 mod secrets;
 mod status;
@@ -24,7 +25,7 @@ pub use pulse::{
 pub use secrets::{
     derive_cabinet_secret, hash_cabinet_secret, random_token, verify_cabinet_secret,
 };
-pub use status::{CheckoutStatus, PaymentStatus, PulseState, Stage, UnknownState};
+pub use status::{CheckoutStatus, PaymentStatus, PulseState, Role, Stage, UnknownState};
 
 use std::fmt;
 

@@ -87,10 +87,21 @@ pub struct Money {
 }
 
 impl fmt::Display for Money {
-    /// `1.50 USD`: unambiguous for any currency without a symbol table.
+    /// `$1.50`, `€2,50`, `¥500`: the symbol and the number style people read the currency
+    /// in, from ISO 4217 data (the `rusty-money` crate). A code the crate does not know is
+    /// written `1.50 XYZ`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let code = self.currency.as_str().to_ascii_uppercase();
-        match self.currency.decimals() {
+        let stripe = self.currency.decimals();
+        if let Some(iso) = rusty_money::iso::find(&code) {
+            // Stripe keeps a few currencies (ISK) with more decimals than ISO; such
+            // amounts are whole in ISO's unit (check_amount enforces it).
+            if iso.exponent <= stripe {
+                let minor = self.minor / 10i64.pow(stripe - iso.exponent);
+                return write!(f, "{}", rusty_money::Money::from_minor(minor, iso));
+            }
+        }
+        match stripe {
             0 => write!(f, "{} {code}", self.minor),
             places => {
                 let sign = if self.minor < 0 { "-" } else { "" };
@@ -170,7 +181,7 @@ mod tests {
                 currency: kwd.clone()
             }
             .to_string(),
-            "1.250 KWD"
+            KWD_1250
         );
         assert_eq!(parse_amount("1.25", &kwd), Ok(1250));
         assert!(kwd.check_amount(1250).is_ok());
@@ -186,7 +197,7 @@ mod tests {
                 currency: jpy.clone()
             }
             .to_string(),
-            "100 JPY"
+            "¥100"
         );
         assert!(parse_amount("1.5", &jpy).is_err());
         let isk = Currency::parse("isk").unwrap();
@@ -198,7 +209,7 @@ mod tests {
                 currency: Currency::parse("usd").unwrap()
             }
             .to_string(),
-            "1.50 USD"
+            "$1.50"
         );
     }
 
@@ -235,8 +246,11 @@ mod tests {
         assert!(Currency::parse("u$d").is_err());
     }
 
+    /// 1.250 KWD: Stripe's three decimals kept, with the dinar's symbol.
+    const KWD_1250: &str = "د.ك1.250";
+
     #[test]
-    fn money_formats_with_code() {
+    fn money_formats_as_people_read_it() {
         let usd = Currency::parse("usd").unwrap();
         let jpy = Currency::parse("jpy").unwrap();
         assert_eq!(
@@ -245,7 +259,7 @@ mod tests {
                 currency: usd.clone()
             }
             .to_string(),
-            "2.50 USD"
+            "$2.50"
         );
         assert_eq!(
             Money {
@@ -253,7 +267,7 @@ mod tests {
                 currency: usd
             }
             .to_string(),
-            "0.05 USD"
+            "$0.05"
         );
         assert_eq!(
             Money {
@@ -261,7 +275,12 @@ mod tests {
                 currency: jpy
             }
             .to_string(),
-            "500 JPY"
+            "¥500"
         );
+        let eur = Currency::parse("eur").unwrap();
+        assert_eq!(Money::format(250, "eur"), "€2,50");
+        assert_eq!(Money::format(123_456, eur.as_str()), "€1.234,56");
+        assert_eq!(Money::format(10_000, "isk"), "kr.100");
+        assert_eq!(Money::format(150, "qqq"), "1.50 QQQ");
     }
 }

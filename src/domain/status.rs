@@ -56,6 +56,15 @@ macro_rules! states {
 }
 
 states! {
+    /// What a dashboard user may do: an owner everything; staff look, send free credits and
+    /// assign payments in review, but change no prices, refunds, users or secrets.
+    Role, "role" {
+        Owner = "owner",
+        Staff = "staff",
+    }
+}
+
+states! {
     /// Where a payment stands.
     PaymentStatus, "payment status" {
         /// Checkout completed, money not arrived yet (bank debits and the like).
@@ -68,6 +77,8 @@ states! {
         Expired = "expired",
         Refunded = "refunded",
         PartiallyRefunded = "partially_refunded",
+        /// Taken out of the review queue by the owner without sending credits.
+        Dismissed = "dismissed",
     }
 }
 
@@ -76,7 +87,7 @@ impl PaymentStatus {
     pub fn was_credited(self) -> bool {
         match self {
             Self::Credited | Self::Refunded | Self::PartiallyRefunded => true,
-            Self::Pending | Self::Review | Self::Failed | Self::Expired => false,
+            Self::Pending | Self::Review | Self::Failed | Self::Expired | Self::Dismissed => false,
         }
     }
 }

@@ -34,7 +34,7 @@ impl Store {
         machine_id: &str,
         bundles: &[Bundle],
     ) -> Result<(), StoreError> {
-        let mut txn = self.pool.begin().await?;
+        let mut txn = self.write_transaction().await?;
         sqlx::query("DELETE FROM bundles WHERE machine_id = $1")
             .bind(machine_id)
             .execute(&mut *txn)

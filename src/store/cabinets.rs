@@ -27,6 +27,7 @@ struct CabinetRow {
     updated_at: String,
     secret_salt: String,
     secret_hash: String,
+    archived_at: Option<String>,
 }
 
 impl From<CabinetRow> for Cabinet {
@@ -47,13 +48,14 @@ impl From<CabinetRow> for Cabinet {
             updated_at: r.updated_at,
             secret_salt: r.secret_salt,
             secret_hash: r.secret_hash,
+            archived_at: r.archived_at,
         }
     }
 }
 
 const SELECT: &str = "SELECT machine_id, name, game, location, price_minor, currency, enabled, \
      online, last_seen_at, acks_pulses, always_available, created_at, updated_at, secret_salt, \
-     secret_hash FROM cabinets";
+     secret_hash, archived_at FROM cabinets";
 
 /// One cabinet, on the pool or inside a transaction.
 async fn find<'e>(
@@ -165,6 +167,25 @@ impl Store {
         self.cabinet(machine_id).await
     }
 
+    /// Archives a cabinet: it stops taking payments and leaves the lists, its history stays.
+    /// `archived` false brings it back (disabled, for the owner to check first).
+    pub async fn set_cabinet_archived(
+        &self,
+        machine_id: &str,
+        archived: bool,
+    ) -> Result<bool, StoreError> {
+        let now = now_db();
+        let r = sqlx::query(
+            "UPDATE cabinets SET archived_at = $2, enabled = 0, updated_at = $3 WHERE machine_id = $1",
+        )
+        .bind(machine_id)
+        .bind(archived.then_some(now.as_str()))
+        .bind(&now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     /// Stores a new secret and, in the same transaction, replaces the payload of every
     /// pulse the cabinet has not acked with `resign(old payload)`, so pulses still in the
     /// outbox verify with the new secret. False when the cabinet does not exist.
@@ -175,7 +196,7 @@ impl Store {
         hash: &str,
         resign: impl Fn(&str) -> Option<String>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let result = sqlx::query(
             "UPDATE cabinets SET secret_salt = $2, secret_hash = $3, updated_at = $4 WHERE machine_id = $1",
         )

@@ -7,6 +7,7 @@
 mod bundles;
 mod cabinets;
 mod checkout_sessions;
+mod dashboard;
 mod events;
 mod payments;
 mod plays;
@@ -14,14 +15,19 @@ mod pulses;
 mod sql;
 mod stripe_prices;
 mod tx;
+mod users;
 
 pub use cabinets::{CabinetPatch, NewCabinet};
 pub use checkout_sessions::{Progress, StoredSession};
+pub use dashboard::{
+    Bucket, CabinetActivity, EventRow, Milestones, PaymentQuery, PlayRow, StatusView, Takings,
+};
 pub use events::NewEvent;
 pub use payments::{NewPayment, Payment, PaymentFilter, PaymentState};
 pub use plays::{NewPlay, Play};
 pub use pulses::{AckOutcome, NewPulse, OutboxPulse, Pulse};
 pub use tx::Tx;
+pub use users::{AuditEntry, Failures, NewAudit, User};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -129,7 +135,19 @@ impl Store {
 
     /// Starts a unit of work: the single writer's transaction (see [`Tx`]).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(Tx::new(self.pool.begin().await?))
+        Ok(Tx::new(self.write_transaction().await?))
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred one that read first would fail with SQLITE_BUSY, without
+    /// waiting, if another connection wrote in between; this way it waits its turn.
+    pub(crate) async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

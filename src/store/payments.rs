@@ -25,6 +25,10 @@ pub struct Payment {
     pub livemode: bool,
     pub created_at: String,
     pub updated_at: String,
+    /// The payer's email, when Checkout collected one.
+    pub email: Option<String>,
+    /// The owner's note when the payment left review.
+    pub review_note: Option<String>,
     /// The pulse that carried this payment's credits, if any, and its delivery state.
     pub pulse_id: Option<String>,
     pub pulse_published_at: Option<String>,
@@ -62,6 +66,7 @@ pub struct NewPayment<'a> {
     pub status: PaymentStatus,
     pub review_reason: Option<&'a str>,
     pub livemode: bool,
+    pub email: Option<&'a str>,
     pub at: &'a str,
 }
 
@@ -83,7 +88,7 @@ impl<'a> NewPayment<'a> {
     }
 }
 
-const SELECT_WITH_PULSE: &str =
+pub(super) const SELECT_WITH_PULSE: &str =
     "SELECT p.*, u.id AS pulse_id, u.published_at AS pulse_published_at, \
      u.acked_at AS pulse_acked_at FROM payments p LEFT JOIN pulses u ON u.payment_id = p.id";
 const SELECT_STATE: &str =
@@ -178,8 +183,8 @@ impl Tx {
     pub async fn insert_payment(&mut self, p: &NewPayment<'_>) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "INSERT INTO payments (id, checkout_session_id, payment_intent_id, machine_id, amount_minor, \
-             discount_minor, currency, credits, status, review_reason, livemode, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+             discount_minor, currency, credits, status, review_reason, livemode, created_at, updated_at, email) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13) \
              ON CONFLICT (checkout_session_id) DO NOTHING",
         )
         .bind(p.id)
@@ -194,6 +199,7 @@ impl Tx {
         .bind(p.review_reason)
         .bind(i64::from(p.livemode))
         .bind(p.at)
+        .bind(p.email)
         .execute(self.conn())
         .await?;
         let inserted = r.rows_affected() == 1;
@@ -209,7 +215,8 @@ impl Tx {
         let r = sqlx::query(
             "UPDATE payments SET payment_intent_id = COALESCE($3, payment_intent_id), machine_id = $4, \
              amount_minor = $5, discount_minor = $6, currency = $7, credits = $8, status = $9, \
-             review_reason = $10, updated_at = $11 WHERE id = $1 AND status = $2",
+             review_reason = $10, updated_at = $11, email = COALESCE($12, email) \
+             WHERE id = $1 AND status = $2",
         )
         .bind(p.id)
         .bind(PaymentStatus::Pending.as_str())
@@ -222,6 +229,7 @@ impl Tx {
         .bind(p.status.as_str())
         .bind(p.review_reason)
         .bind(p.at)
+        .bind(p.email)
         .execute(self.conn())
         .await?;
         let settled = r.rows_affected() == 1;
@@ -258,6 +266,33 @@ impl Tx {
             self.payments.insert(session_id.to_owned(), Some(state));
         }
         Ok(closed)
+    }
+
+    /// Moves a payment out of review to `credited` for `machine_id`; false when it was not
+    /// in review.
+    pub async fn take_from_review(
+        &mut self,
+        id: &str,
+        machine_id: &str,
+        credits: i64,
+        note: &str,
+        at: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE payments SET status = 'credited', machine_id = $2, credits = $3, \
+             review_note = $4, updated_at = $5 WHERE id = $1 AND status = 'review'",
+        )
+        .bind(id)
+        .bind(machine_id)
+        .bind(credits)
+        .bind(note)
+        .bind(at)
+        .execute(self.conn())
+        .await?;
+        // A cached state of this payment is stale now.
+        self.payments
+            .retain(|_, p| p.as_ref().is_none_or(|p| p.id != id));
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn record_refund(

@@ -10,7 +10,8 @@ use stripe::{
     CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
     CreateCheckoutSessionLineItemsPriceDataProductData, CreateCheckoutSessionPaymentIntentData,
     CreatePaymentLink, CreatePaymentLinkLineItems, CreatePaymentLinkPaymentIntentData, CreatePrice,
-    CreateProduct, Currency, IdOrCreate, PaymentLink, Price, Product, RequestStrategy, StripeError,
+    CreateProduct, CreateRefund, Currency, IdOrCreate, PaymentIntentId, PaymentLink, Price,
+    Product, Refund, RequestStrategy, StripeError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -171,5 +172,29 @@ impl StripeApi {
         });
         let link = PaymentLink::create(client, params).await?;
         Ok(link.url)
+    }
+
+    /// Refunds `amount` minor units (None: all that is left) of a PaymentIntent. The
+    /// `charge.refunded` webhook then records it, as for a refund made in Stripe.
+    pub async fn refund(
+        &self,
+        payment_intent: &str,
+        amount: Option<i64>,
+        idempotency_key: &str,
+    ) -> Result<String, StripeApiError> {
+        let client = self
+            .client()?
+            .clone()
+            .with_strategy(RequestStrategy::Idempotent(idempotency_key.to_owned()));
+        let intent =
+            PaymentIntentId::from_str(payment_intent).map_err(|_| StripeApiError::Refused {
+                status: 400,
+                message: format!("{payment_intent:?} is not a PaymentIntent id"),
+            })?;
+        let mut params = CreateRefund::new();
+        params.payment_intent = Some(intent);
+        params.amount = amount;
+        let refund = Refund::create(&client, params).await?;
+        Ok(refund.id.to_string())
     }
 }

@@ -109,6 +109,8 @@ pub struct CheckoutSession {
     pub client_reference_id: Option<String>,
     pub payment_intent: Option<String>,
     pub payment_link: Option<String>,
+    /// The payer's email as Checkout collected it (`customer_details.email`).
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -190,6 +192,10 @@ fn session(o: &Value) -> Result<CheckoutSession, ParseError> {
         client_reference_id: str_field(o, "client_reference_id"),
         payment_intent: id_field(o, "payment_intent"),
         payment_link: id_field(o, "payment_link"),
+        email: o
+            .pointer("/customer_details/email")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 

@@ -18,6 +18,8 @@ struct HomePage {
     mqtt_connected: bool,
     broker: String,
     cabinets: usize,
+    /// No dashboard account exists yet.
+    needs_setup: bool,
 }
 
 pub async fn index(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
@@ -30,16 +32,10 @@ pub async fn index(state: web::Data<AppState>) -> Result<HttpResponse, AppError>
         mqtt_connected: state.stats.is_connected(),
         broker: state.broker.clone(),
         cabinets: state.store.cabinets().await?.len(),
+        needs_setup: state.store.count_users().await? == 0,
     };
     let html = page.render().map_err(AppError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(html))
-}
-
-pub async fn stylesheet() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/css; charset=utf-8")
-        .insert_header(("Cache-Control", "public, max-age=3600"))
-        .body(include_str!("../../static/app.css"))
 }

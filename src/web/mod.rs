@@ -1,6 +1,8 @@
 //! The route table: every URL coinpulse answers is listed here.
 
+mod admin;
 mod api;
+pub mod assets;
 mod gameover;
 mod home;
 pub mod html;
@@ -42,7 +44,27 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Every response carries these (a handler may set its own instead): no inline script
+/// can run, no page can be framed, no referrer leaks across sites.
+pub fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+             frame-ancestors 'none'",
+        ))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "same-origin"))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add((
+            "Permissions-Policy",
+            "camera=(), microphone=(), geolocation=(), usb=(), payment=(), interest-cohort=()",
+        ))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, public_url: &str) {
+    admin::configure(cfg, keys, public_url.starts_with("https://"));
     cfg.app_data(
         web::JsonConfig::default()
             .limit(64 * 1024)
@@ -50,7 +72,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .app_data(web::QueryConfig::default().error_handler(crate::error::query_error))
     .route("/", web::get().to(home::index))
-    .route("/static/app.css", web::get().to(home::stylesheet))
+    .route("/static/{file}", web::get().to(assets::serve))
     .route("/status", web::get().to(status::status))
     .route("/webhooks/stripe", web::post().to(webhooks::stripe))
     // The seed's webhook path, so Stripe endpoints configured for it keep working.

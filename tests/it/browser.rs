@@ -55,8 +55,8 @@ impl Screenshots {
     }
 }
 
-#[tokio::test]
-async fn player_pays_on_a_phone_and_sees_credits_sent() {
+/// chromedriver and chromium, or None (with the reason printed) where they are missing.
+fn browser_binaries() -> Option<(String, String)> {
     let (Some(driver_bin), Some(chromium)) = (find("chromedriver"), find("chromium")) else {
         // .ci/setup installs both; say so loudly rather than pass silently elsewhere.
         assert!(
@@ -68,6 +68,59 @@ async fn player_pays_on_a_phone_and_sees_credits_sent() {
             "screenshots need chromium and chromedriver"
         );
         eprintln!("SKIPPED: chromium/chromedriver not installed (run .ci/setup)");
+        return None;
+    };
+    Some((driver_bin, chromium))
+}
+
+/// Headless Chromium under chromedriver; `phone` emulates a phone of that size, else a
+/// desktop window.
+async fn browser(
+    driver_bin: &str,
+    chromium: &str,
+    phone: Option<(u32, u32)>,
+) -> (Driver, fantoccini::Client) {
+    let port = free_port();
+    let driver = Driver(
+        Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let mut options = json!({
+        "binary": chromium,
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,800", "--hide-scrollbars",
+                 format!("--user-data-dir={}", tempfile::tempdir().unwrap().keep().display())],
+    });
+    if let Some((w, h)) = phone {
+        options["mobileEmulation"] = json!({"deviceMetrics": {"width": w, "height": h, "pixelRatio": 2.0},
+            "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"});
+    }
+    let caps = json!({ "goog:chromeOptions": options });
+    let mut client = None;
+    for _ in 0..100 {
+        match ClientBuilder::native()
+            .capabilities(caps.as_object().unwrap().clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    (driver, client.expect("webdriver session"))
+}
+
+#[tokio::test]
+async fn player_pays_on_a_phone_and_sees_credits_sent() {
+    let Some((driver_bin, chromium)) = browser_binaries() else {
         return;
     };
     let t = pay_app(|_| {}).await;
@@ -94,40 +147,7 @@ async fn player_pays_on_a_phone_and_sees_credits_sent() {
         .await;
     assert_eq!(status, 200);
 
-    let port = free_port();
-    let driver = Driver(
-        Command::new(driver_bin)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts"),
-    );
-    let caps = json!({
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     format!("--user-data-dir={}", tempfile::tempdir().unwrap().keep().display())],
-            "mobileEmulation": {"deviceMetrics": {"width": 390, "height": 844, "pixelRatio": 2.0},
-                                "userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"}
-        }
-    });
-    let mut client = None;
-    for _ in 0..100 {
-        match ClientBuilder::native()
-            .capabilities(caps.as_object().unwrap().clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-        {
-            Ok(c) => {
-                client = Some(c);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let c = client.expect("webdriver session");
+    let (driver, c) = browser(&driver_bin, &chromium, Some((390, 844))).await;
     let shots = Screenshots::new();
 
     c.goto(&format!("{}/p/{}", app.base, cab.machine_id))
@@ -218,4 +238,219 @@ async fn player_pays_on_a_phone_and_sees_credits_sent() {
     c.close().await.unwrap();
     drop(driver);
     shots.publish();
+}
+
+/// Types `text` into the input named `name`.
+async fn fill(c: &fantoccini::Client, name: &str, text: &str) {
+    let el = c
+        .find(Locator::Css(&format!("[name=\"{name}\"]")))
+        .await
+        .unwrap_or_else(|_| panic!("field {name}"));
+    el.clear().await.unwrap();
+    el.send_keys(text).await.unwrap();
+}
+
+async fn submit(c: &fantoccini::Client, form: &str) {
+    c.find(Locator::Css(&format!("{form} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn text_of(c: &fantoccini::Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// An owner's first hour in a real browser: setup, sign-in, a cabinet with bundles, its
+/// sticker sheet printed to PDF, and a payment appearing on the overview by itself.
+#[tokio::test]
+async fn owner_sets_up_registers_prints_and_watches_a_payment_arrive() {
+    let Some((driver_bin, chromium)) = browser_binaries() else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let app = spawn_app(&db).await;
+    let (driver, c) = browser(&driver_bin, &chromium, None).await;
+    let shots = Screenshots::new();
+
+    // First run: the setup link from the log.
+    c.goto(app.setup_url.as_deref().unwrap()).await.unwrap();
+    shots.save("setup-desktop.png", &c.screenshot().await.unwrap());
+    fill(&c, "email", OWNER_EMAIL).await;
+    fill(&c, "password", OWNER_PASSWORD).await;
+    fill(&c, "confirm", OWNER_PASSWORD).await;
+    submit(&c, "form").await;
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(".checklist"))
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/admin");
+
+    // Sign out and in again.
+    submit(&c, "form[action='/admin/logout']").await;
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("input[name=password]"))
+        .await
+        .unwrap();
+    shots.save("login-desktop.png", &c.screenshot().await.unwrap());
+    fill(&c, "email", OWNER_EMAIL).await;
+    fill(&c, "password", OWNER_PASSWORD).await;
+    submit(&c, "form").await;
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(".checklist"))
+        .await
+        .unwrap();
+
+    // Register a cabinet with bundles.
+    let id = unique("cab");
+    c.goto(&format!("{}/admin/cabinets/new", app.base))
+        .await
+        .unwrap();
+    fill(&c, "machine_id", &id).await;
+    fill(&c, "name", "Cabinet 4 — Street Fighter II").await;
+    fill(&c, "game", "Street Fighter II").await;
+    fill(&c, "location", "By the window").await;
+    fill(&c, "price", "1.00").await;
+    fill(&c, "bundles", "3:2.50:Best value\n6:4.50").await;
+    shots.save("cabinet-new-desktop.png", &c.screenshot().await.unwrap());
+    submit(&c, "main form").await;
+    let secret = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(".secret pre code"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut cab = app.connect_cabinet(&id, &secret, true).await;
+
+    // The sticker sheet, printed to PDF on A4.
+    c.goto(&format!(
+        "{}/admin/stickers?cabinet={id}&size=70&paper=a4",
+        app.base
+    ))
+    .await
+    .unwrap();
+    let sticker = text_of(&c, ".sticker").await;
+    assert!(sticker.to_lowercase().contains("scan to play"), "{sticker}");
+    assert!(sticker.contains("3 plays $2.50"), "{sticker}");
+    assert!(sticker.contains(&format!("/p/{id}")), "{sticker}");
+    shots.save("stickers-desktop.png", &c.screenshot().await.unwrap());
+    let pdf = c
+        .print(
+            fantoccini::wd::PrintConfiguration::builder()
+                .size(fantoccini::wd::PrintSize::A4)
+                .background(true)
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(pdf.starts_with(b"%PDF"), "a PDF");
+    shots.save("stickers-a4.pdf", &pdf);
+    if let Some(png) = pdf_to_png(&pdf) {
+        shots.save("stickers-a4-print.png", &png);
+    }
+
+    // A payment arrives while the overview is open: it shows up without a reload.
+    c.goto(&format!("{}/admin", app.base)).await.unwrap();
+    c.execute("window.__notReloaded = true;", vec![])
+        .await
+        .unwrap();
+    assert!(text_of(&c, "#recent-table")
+        .await
+        .contains("No payments yet"));
+    app.post_webhook(&paid(&id, 300, "usd")).await;
+    assert_eq!(cab.expect_credit().await.credits, 3);
+    let mut recent = String::new();
+    for _ in 0..100 {
+        recent = text_of(&c, "#recent-table").await;
+        if recent.contains("$3.00") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recent.contains("$3.00"), "the payment appeared: {recent}");
+    let same_page = c
+        .execute("return window.__notReloaded === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(same_page, json!(true), "without reloading");
+
+    // A payment for nobody, for the review page's picture.
+    app.post_webhook(&paid("no-such-cabinet", 500, "usd")).await;
+    let payment = app.payments(&id).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Every main page at desktop and phone width.
+    let pages = [
+        ("overview", "/admin".to_owned()),
+        ("cabinets", "/admin/cabinets".to_owned()),
+        ("cabinet", format!("/admin/cabinets/{id}")),
+        ("payments", "/admin/payments".to_owned()),
+        ("payment", format!("/admin/payments/{payment}")),
+        ("review", "/admin/review".to_owned()),
+        ("plays", "/admin/plays".to_owned()),
+        ("stickers", format!("/admin/stickers?cabinet={id}&size=70")),
+        ("audit", "/admin/audit".to_owned()),
+        ("settings", "/admin/settings".to_owned()),
+    ];
+    for (width, height, suffix) in [(1280, 800, "desktop"), (390, 844, "phone")] {
+        c.set_window_size(width, height).await.unwrap();
+        for (name, path) in &pages {
+            c.goto(&format!("{}{path}", app.base)).await.unwrap();
+            let h1 = text_of(&c, "h1").await;
+            assert!(!h1.is_empty(), "{path} has a heading");
+            // Nothing wider than the screen on a phone.
+            let overflow = c
+                .execute(
+                    "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if suffix == "phone" {
+                assert_eq!(overflow, json!(false), "{path} fits a phone");
+            }
+            shots.save(
+                &format!("admin-{name}-{suffix}.png"),
+                &c.screenshot().await.unwrap(),
+            );
+        }
+    }
+    c.close().await.unwrap();
+    drop(driver);
+    shots.publish();
+}
+
+/// The first page of a PDF as PNG (poppler's pdftoppm), when it is installed.
+fn pdf_to_png(pdf: &[u8]) -> Option<Vec<u8>> {
+    let dir = tempfile::tempdir().ok()?;
+    let input = dir.path().join("sheet.pdf");
+    std::fs::write(&input, pdf).ok()?;
+    let out = dir.path().join("sheet");
+    let ok = Command::new("pdftoppm")
+        .args(["-png", "-r", "60", "-singlefile"])
+        .arg(&input)
+        .arg(&out)
+        .status()
+        .ok()?
+        .success();
+    if !ok {
+        return None;
+    }
+    std::fs::read(dir.path().join("sheet.png")).ok()
 }

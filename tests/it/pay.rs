@@ -108,9 +108,9 @@ async fn pay_page_shows_the_cabinet_and_refuses_unpayable_machines() {
         "Street Fighter II",
         "Back wall",
         "1 play",
-        "1.00 USD",
+        "$1.00",
         "Best value",
-        "2.50 USD",
+        "$2.50",
         "processed securely by Stripe",
         "<form method=\"post\"",
     ] {

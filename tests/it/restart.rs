@@ -87,6 +87,7 @@ impl Server {
             server_client_id: self.client_id.clone(),
             http: reqwest::Client::new(),
             stop: None,
+            setup_url: None,
         };
         for _ in 0..400 {
             if let Ok(r) = app.http.get(format!("{}/status", app.base)).send().await {

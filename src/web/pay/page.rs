@@ -114,6 +114,6 @@ mod tests {
             price_minor: 250,
             label: "Best value".into(),
         };
-        assert_eq!(detail(&three, "usd"), "3 plays · 0.83 USD per play");
+        assert_eq!(detail(&three, "usd"), "3 plays · $0.83 per play");
     }
 }

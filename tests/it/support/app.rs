@@ -93,6 +93,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Stops an in-process app; None for a server running as a child process.
     pub stop: Option<StopHandle>,
+    /// The one-time owner setup link the server printed, while no user exists.
+    pub setup_url: Option<String>,
 }
 
 pub struct AppOptions {
@@ -211,6 +213,7 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         (None, None) => unreachable!("either embedded or external"),
     };
     let stop = app.stop_handle();
+    let setup_url = app.setup_url().map(str::to_owned);
     tokio::spawn(async move {
         if let Err(e) = app.run().await {
             eprintln!("test app stopped with error: {e:#}");
@@ -223,6 +226,7 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         server_client_id,
         http: reqwest::Client::new(),
         stop: Some(stop),
+        setup_url,
     };
     test_app.wait_for_mqtt_if(opts.wait_connected).await;
     test_app

@@ -3,9 +3,11 @@
 
 mod app;
 mod cabinet;
+mod dashboard;
 pub mod stripe;
 mod webhooks;
 
 pub use app::*;
 pub use cabinet::*;
+pub use dashboard::*;
 pub use webhooks::*;

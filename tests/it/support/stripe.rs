@@ -30,6 +30,10 @@ struct State {
     requests: Vec<Recorded>,
     fail_next: Option<(u16, Value)>,
     counter: u64,
+    /// PaymentIntent → (amount, refunded so far, currency).
+    charges: HashMap<String, (i64, i64, String)>,
+    /// Events to send to coinpulse once the current request is answered.
+    outgoing: Vec<Value>,
 }
 
 #[derive(Clone)]
@@ -109,6 +113,16 @@ impl FakeStripe {
             .expect("known session")
     }
 
+    /// A charge Stripe would know for `payment_intent` (for payments whose webhook the test
+    /// sent itself): the charge is `ch_<intent without pi_>`.
+    pub fn add_charge(&self, payment_intent: &str, amount: i64, currency: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .charges
+            .insert(payment_intent.to_owned(), (amount, 0, currency.to_owned()));
+    }
+
     /// Completes a session as Stripe would and delivers `checkout.session.completed`;
     /// `tamper` may change the session object first (metadata, amounts, discounts).
     pub async fn complete(&self, id: &str, tamper: impl FnOnce(&mut Value)) -> (u16, Value) {
@@ -118,7 +132,11 @@ impl FakeStripe {
             s["status"] = json!("complete");
             s["payment_status"] = json!("paid");
             s["payment_intent"] = json!(format!("pi_{}", &id[3..]));
+            let amount = s["amount_total"].as_i64().unwrap_or(0);
+            let currency = s["currency"].as_str().unwrap_or("usd").to_owned();
             let mut obj = s.clone();
+            st.charges
+                .insert(format!("pi_{}", &id[3..]), (amount, 0, currency));
             tamper(&mut obj);
             st.counter += 1;
             let event = json!({
@@ -275,6 +293,22 @@ async fn api(
     if let Some(k) = key {
         st.idempotency.insert(k, (params, status, body.clone()));
     }
+    // Like Stripe, events about what a request did arrive after its answer.
+    let url = st.webhook_url.clone();
+    for event in std::mem::take(&mut st.outgoing) {
+        let url = url.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let body = event.to_string();
+            let _ = reqwest::Client::new()
+                .post(url)
+                .header("Content-Type", "application/json; charset=utf-8")
+                .header("Stripe-Signature", stripe_signature(&body))
+                .body(body)
+                .send()
+                .await;
+        });
+    }
     respond(status, body)
 }
 
@@ -401,6 +435,44 @@ fn handle(st: &mut State, resource: &str, p: &BTreeMap<String, String>) -> (u16,
                     "payment_method_collection": "always", "phone_number_collection": {"enabled": false},
                     "shipping_options": [], "submit_type": "auto", "tax_id_collection": {"enabled": false},
                     "url": format!("https://buy.stripe.com/test_fake{n}")})
+            }
+            "refunds" => {
+                let pi = need("payment_intent")?;
+                let Some((amount, refunded, currency)) = st.charges.get(&pi).cloned() else {
+                    return Err(error(
+                        404,
+                        "invalid_request_error",
+                        &format!("No such payment_intent: '{pi}'"),
+                        Some("payment_intent"),
+                    ));
+                };
+                let left = amount - refunded;
+                let want = match p.get("amount") {
+                    Some(a) => a.parse::<i64>().unwrap_or(-1),
+                    None => left,
+                };
+                if want <= 0 || want > left {
+                    return Err(error(
+                        400,
+                        "invalid_request_error",
+                        &format!("Refund amount ({want}) is greater than unrefunded amount on charge ({left})"),
+                        Some("amount"),
+                    ));
+                }
+                let total = refunded + want;
+                st.charges
+                    .insert(pi.clone(), (amount, total, currency.clone()));
+                let charge_id = format!("ch_{}", &pi[3..]);
+                let charge = json!({"id": charge_id, "object": "charge", "amount": amount,
+                    "amount_refunded": total, "refunded": total == amount, "currency": currency,
+                    "payment_intent": pi, "billing_details": {"email": null}});
+                st.outgoing.push(json!({"id": format!("evt_fake_refund_{n}"), "object": "event",
+                    "api_version": "2024-06-20", "created": now, "livemode": false, "pending_webhooks": 1,
+                    "request": {"id": null, "idempotency_key": null}, "type": "charge.refunded",
+                    "data": {"object": charge}}));
+                json!({"id": format!("re_fake{n}"), "object": "refund", "amount": want,
+                    "charge": charge_id, "created": now, "currency": currency, "metadata": {},
+                    "payment_intent": pi, "reason": null, "status": "succeeded"})
             }
             _ => {
                 return Err(error(
