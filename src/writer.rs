@@ -145,10 +145,10 @@ impl Request {
         match self {
             Self::Webhook { done, .. } => done.as_mut().and_then(|o| o.pulse.as_mut()),
             Self::Grant { done, .. } => done.as_mut().and_then(Option::as_mut),
-            Self::Assign { done, .. } => match done {
-                Some(payments::Assigned::Sent(p)) => Some(p),
-                _ => None,
-            },
+            Self::Assign {
+                done: Some(payments::Assigned::Sent(p)),
+                ..
+            } => Some(p),
             _ => None,
         }
     }

@@ -43,6 +43,12 @@ pub struct BenchArgs {
     /// … at this many webhooks per second, for `rate_seconds`.
     #[arg(long, default_value_t = 1_250)]
     fleet_rate: u64,
+    /// Cabinets in the dashboard run's database …
+    #[arg(long, default_value_t = 100)]
+    dashboard_cabinets: usize,
+    /// … and payments (each with its pulse and play) over the past year.
+    #[arg(long, default_value_t = 100_000)]
+    dashboard_payments: usize,
     /// Write the server's log to this file, at this RUST_LOG level (e.g. coinpulse=debug).
     #[arg(long, value_names = ["FILE", "FILTER"], num_args = 2)]
     server_log: Option<Vec<String>>,
@@ -125,10 +131,22 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-async fn start_server(log: Option<&[String]>) -> anyhow::Result<(Server, Duration, u64)> {
+fn scratch_dir() -> anyhow::Result<PathBuf> {
     let dir =
         std::env::temp_dir().join(format!("coinpulse-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Starts `coinpulse serve` on `dir`'s bench.db (a fresh directory when None).
+async fn start_server(
+    log: Option<&[String]>,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<(Server, Duration, u64)> {
+    let dir = match dir {
+        Some(d) => d,
+        None => scratch_dir()?,
+    };
     let (http, mqtt) = (free_port(), free_port());
     let exe: PathBuf = std::env::current_exe()?;
     let started = Instant::now();
@@ -365,6 +383,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     fleet(&bench, &args, &mut report).await?;
     throughput(&bench, args.throughput, args.concurrency, &mut report).await?;
     connections(&bench, args.cabinets, &mut report).await?;
+    drop(bench);
+    dashboard(&args, &mut report).await?;
 
     println!("\n{:<42} result", "measure");
     for (k, v) in &report {
@@ -375,7 +395,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Starts the server; reports start-up time and idle memory.
 async fn start(args: &BenchArgs, report: &mut Report) -> anyhow::Result<Bench> {
-    let (server, ready, idle_rss) = start_server(args.server_log.as_deref()).await?;
+    let (server, ready, idle_rss) = start_server(args.server_log.as_deref(), None).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
@@ -434,7 +454,7 @@ async fn pay_page(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         .bytes()
         .await?
         .len();
-    report.push(("pay page weight".into(), format!("{page_bytes} bytes, {gzipped} bytes gzipped; no other requests (CSS inline, no JS, no images)")));
+    report.push(("pay page weight".into(), format!("{page_bytes} bytes, {gzipped} bytes gzipped; plus one stylesheet, cached for a year (no JS, no images)")));
     report.push((
         "pay page request (render + loopback)".into(),
         summary(page_ms),
@@ -814,4 +834,149 @@ async fn mqtt_connect(addr: &str, user: &str, pass: &str) -> anyhow::Result<toki
         "refused: {connack:?}"
     );
     Ok(stream)
+}
+
+/// The `cp_session=…` pair a response sets, if any.
+fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|p| p.starts_with("cp_session="))
+        .map(str::to_owned)
+}
+
+/// Signs in to the dashboard as a browser would; returns the session cookie.
+async fn sign_in(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let page = client.get(format!("{base}/admin/login")).send().await?;
+    let cookie = session_cookie(&page).ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
+    let body = page.text().await?;
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .ok_or_else(|| anyhow::anyhow!("no CSRF token on the sign-in page"))?;
+    let res = client
+        .post(format!("{base}/admin/login"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .form(&[
+            ("csrf", csrf),
+            ("email", email),
+            ("password", password),
+            ("next", "/admin"),
+        ])
+        .send()
+        .await?;
+    session_cookie(&res).ok_or_else(|| anyhow::anyhow!("sign-in failed: {}", res.status()))
+}
+
+/// The dashboard at size: overview render time and the CSV export of every payment, on a
+/// database seeded with `dashboard_cabinets` cabinets and `dashboard_payments` payments.
+async fn dashboard(args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    const EMAIL: &str = "bench@example.com";
+    const PASSWORD: &str = "bench-dashboard-password-7";
+    let dir = scratch_dir()?;
+    let store =
+        crate::store::Store::connect(&format!("sqlite://{}/bench.db?mode=rwc", dir.display()))
+            .await?;
+    let pb = bar(args.dashboard_payments as u64, "seeding payments");
+    store
+        .seed_history(args.dashboard_cabinets, args.dashboard_payments, |n| {
+            pb.inc(n)
+        })
+        .await?;
+    pb.finish_and_clear();
+    crate::accounts::create_user(
+        &store,
+        EMAIL,
+        crate::domain::Role::Owner,
+        PASSWORD,
+        PASSWORD,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.close().await;
+
+    let (server, _, _) = start_server(args.server_log.as_deref(), Some(dir)).await?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let cookie = sign_in(&client, &server.base, EMAIL, PASSWORD).await?;
+    let overview = format!("{}/admin", server.base);
+    let runs = 200;
+    let pb = bar(runs, "overview renders");
+    let mut ms = Vec::with_capacity(runs as usize);
+    for i in 0..runs + 5 {
+        let t0 = Instant::now();
+        let res = client
+            .get(&overview)
+            .header(reqwest::header::COOKIE, &cookie)
+            .send()
+            .await?
+            .error_for_status()?;
+        res.bytes().await?;
+        if i >= 5 {
+            ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+    report.push((
+        format!(
+            "overview ({} cabinets, {} payments)",
+            args.dashboard_cabinets, args.dashboard_payments
+        ),
+        summary(ms),
+    ));
+
+    // The CSV export, with the server's memory sampled while it streams.
+    let pid = server.child.id();
+    let before = rss_kib(pid).unwrap_or(0);
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        tokio::spawn(async move {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(r) = rss_kib(pid) {
+                    peak.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let mut res = client
+        .get(format!("{}/admin/payments.csv", server.base))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await?
+        .error_for_status()?;
+    let (mut bytes, mut lines) = (0usize, 0usize);
+    while let Some(chunk) = res.chunk().await? {
+        bytes += chunk.len();
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+    }
+    let took = t0.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.await;
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    report.push((
+        "CSV export of every payment".into(),
+        format!(
+            "{} rows, {:.1} MB in {:.2} s; server RSS {:.1} MB before, {:.1} MB peak",
+            lines.saturating_sub(1),
+            bytes as f64 / 1e6,
+            took.as_secs_f64(),
+            before as f64 / 1024.0,
+            peak as f64 / 1024.0
+        ),
+    ));
+    Ok(())
 }

@@ -269,8 +269,6 @@ fn price(c: &Cabinet) -> String {
     Money::format(c.price_minor, &c.currency)
 }
 
-/// `3:2.50` or `3:2.50:Best value`.
-
 fn print_bundles(c: &Cabinet, bundles: &[Bundle]) {
     if bundles.is_empty() {
         println!("bundles:     none (the pay page offers single credits at the base price)");

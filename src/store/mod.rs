@@ -4,6 +4,7 @@
 //! One file per table: each holds every query about its table, reads on [`Store`] (the
 //! pool) and writes the single writer makes on [`Tx`] (its transaction).
 
+mod bench_data;
 mod bundles;
 mod cabinets;
 mod checkout_sessions;

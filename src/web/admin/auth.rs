@@ -215,7 +215,7 @@ pub async fn login(
             .await;
         }
     };
-    let again = |status: StatusCode, error: String| {
+    let again = |status: StatusCode, error: String, retry_after: Option<u64>| {
         let page = LoginPage {
             csrf: csrf_token(&session),
             next: safe_next(&f.next),
@@ -224,8 +224,8 @@ pub async fn login(
             no_users: false,
         };
         let mut res = HttpResponse::build(status);
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            res.insert_header(("Retry-After", "60"));
+        if let Some(secs) = retry_after {
+            res.insert_header(("Retry-After", secs.to_string()));
         }
         html::page_headers(&mut res).body(html::render(&page))
     };
@@ -245,6 +245,7 @@ pub async fn login(
             Ok(again(
                 StatusCode::UNAUTHORIZED,
                 "Wrong email or password.".into(),
+                None,
             ))
         }
         SignIn::Throttled(wait) => {
@@ -253,6 +254,7 @@ pub async fn login(
             Ok(again(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("Too many attempts. Try again in {}.", minutes(wait)),
+                Some(wait.as_secs().max(1)),
             ))
         }
     }

@@ -84,22 +84,6 @@ pub async fn link(state: &AppState, c: &Cabinet) -> Link {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ago_reads_like_people_talk() {
-        let now = parse_time("2026-12-02T12:00:00.000Z").unwrap();
-        assert_eq!(ago(None, now), "never");
-        assert_eq!(ago(Some("2026-12-02T11:59:30.000Z"), now), "just now");
-        assert_eq!(ago(Some("2026-12-02T11:55:00.000Z"), now), "5 min ago");
-        assert_eq!(ago(Some("2026-12-02T09:00:00.000Z"), now), "3 h ago");
-        assert_eq!(ago(Some("2026-12-01T11:00:00.000Z"), now), "1 day ago");
-        assert_eq!(when("2026-12-02T09:05:00.000Z"), "2026-12-02 09:05");
-    }
-}
-
 /// A payment as a table row.
 pub struct PaymentLine {
     pub id: String,
@@ -151,4 +135,20 @@ impl From<&crate::store::Payment> for PaymentLine {
 
 pub fn lines(ps: &[crate::store::Payment]) -> Vec<PaymentLine> {
     ps.iter().map(PaymentLine::from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ago_reads_like_people_talk() {
+        let now = parse_time("2026-12-02T12:00:00.000Z").unwrap();
+        assert_eq!(ago(None, now), "never");
+        assert_eq!(ago(Some("2026-12-02T11:59:30.000Z"), now), "just now");
+        assert_eq!(ago(Some("2026-12-02T11:55:00.000Z"), now), "5 min ago");
+        assert_eq!(ago(Some("2026-12-02T09:00:00.000Z"), now), "3 h ago");
+        assert_eq!(ago(Some("2026-12-01T11:00:00.000Z"), now), "1 day ago");
+        assert_eq!(when("2026-12-02T09:05:00.000Z"), "2026-12-02 09:05");
+    }
 }
