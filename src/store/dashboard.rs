@@ -170,7 +170,7 @@ pub struct Milestones {
 impl Store {
     pub async fn takings_since(&self, since: &str) -> Result<Vec<Takings>, StoreError> {
         Ok(sqlx::query_as(&format!(
-            "SELECT currency, COALESCE(SUM(amount_minor - refunded_minor), 0) AS net_minor, \
+            "SELECT currency, CAST(COALESCE(SUM(amount_minor - refunded_minor), 0) AS BIGINT) AS net_minor, \
              COUNT(*) AS payments FROM payments WHERE created_at >= $1 AND status IN {EARNED} \
              GROUP BY currency ORDER BY currency"
         ))
@@ -192,7 +192,7 @@ impl Store {
     pub async fn takings_by_day(&self, since: &str) -> Result<Vec<Bucket>, StoreError> {
         Ok(sqlx::query_as(&format!(
             "SELECT substr(created_at, 1, 10) AS bucket, currency, \
-             COALESCE(SUM(amount_minor - refunded_minor), 0) AS value FROM payments \
+             CAST(COALESCE(SUM(amount_minor - refunded_minor), 0) AS BIGINT) AS value FROM payments \
              WHERE created_at >= $1 AND status IN {EARNED} \
              GROUP BY substr(created_at, 1, 10), currency ORDER BY bucket"
         ))
@@ -216,7 +216,7 @@ impl Store {
     pub async fn cabinet_activity(&self, today: &str) -> Result<Vec<CabinetActivity>, StoreError> {
         Ok(sqlx::query_as(&format!(
             "SELECT c.machine_id, \
-             (SELECT COALESCE(SUM(p.amount_minor - p.refunded_minor), 0) FROM payments p \
+             (SELECT CAST(COALESCE(SUM(p.amount_minor - p.refunded_minor), 0) AS BIGINT) FROM payments p \
               WHERE p.machine_id = c.machine_id AND p.created_at >= $1 AND p.status IN {EARNED}) AS revenue_today, \
              (SELECT MAX(y.received_at) FROM plays y WHERE y.machine_id = c.machine_id) AS last_play_at, \
              (SELECT COUNT(*) FROM pulses u WHERE u.machine_id = c.machine_id AND u.acked_at IS NULL \
@@ -338,8 +338,8 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
         let (cabinets, cabinets_seen): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN last_seen_at IS NOT NULL OR acks_pulses = 1 \
-             THEN 1 ELSE 0 END), 0) FROM cabinets",
+            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN last_seen_at IS NOT NULL OR acks_pulses = 1 \
+             THEN 1 ELSE 0 END), 0) AS BIGINT) FROM cabinets",
         )
         .fetch_one(&self.pool)
         .await?;
