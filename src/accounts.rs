@@ -41,6 +41,30 @@ impl From<StoreError> for AccountError {
     }
 }
 
+/// argon2id costs ~20 MiB and tens of milliseconds by design: run it on the blocking pool,
+/// never on a web worker that is also answering Stripe.
+async fn hash_password(password: &str) -> String {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .expect("password hashing does not panic")
+}
+
+/// [`password::verify`] on the blocking pool; a missing hash is checked against a dummy
+/// one, so an unknown email takes as long as a wrong password.
+pub async fn verify_password(password: &str, stored: Option<&str>) -> Option<password::Verified> {
+    let (password, stored) = (password.to_owned(), stored.map(str::to_owned));
+    tokio::task::spawn_blocking(move || match stored {
+        Some(h) => password::verify(&password, &h),
+        None => {
+            password::dummy_verify(&password);
+            None
+        }
+    })
+    .await
+    .expect("password checking does not panic")
+}
+
 /// Emails are compared in lower case: people type them both ways.
 pub fn normalize_email(raw: &str) -> Result<String, AccountError> {
     let e = raw.trim().to_lowercase();
@@ -71,7 +95,7 @@ pub async fn create_user(
 ) -> Result<User, AccountError> {
     let email = normalize_email(email)?;
     password::check_new(password, confirm, &email)?;
-    let hash = password::hash(password);
+    let hash = hash_password(password).await;
     Ok(store.insert_user(&email, role, &hash).await?)
 }
 
@@ -83,10 +107,14 @@ pub async fn set_password(
     confirm: &str,
 ) -> Result<(), AccountError> {
     password::check_new(password, confirm, &user.email)?;
-    let hash = password::hash(password);
+    let hash = hash_password(password).await;
     if !store.set_password_hash(&user.id, &hash, true).await? {
         return Err(AccountError::NotFound(user.email.clone()));
     }
+    // A new password is a fresh start: the account's lockout goes too.
+    store
+        .clear_failures(&format!("account:{}", user.email))
+        .await?;
     Ok(())
 }
 
@@ -170,26 +198,23 @@ pub async fn sign_in(
         return Ok(SignIn::Throttled(wait));
     }
     let user = store.user_by_email(&email).await?;
-    let verified = match &user {
-        Some(u) => password::verify(password, &u.password_hash),
-        None => {
-            password::dummy_verify(password);
-            None
-        }
-    };
+    let verified = verify_password(password, user.as_ref().map(|u| u.password_hash.as_str())).await;
     match (user, verified) {
         (Some(user), Some(v)) => {
-            store.clear_failures(&keys[0]).await?;
+            for key in &keys {
+                store.clear_failures(key).await?;
+            }
             if v.needs_rehash {
-                let hash = password::hash(password);
+                let hash = hash_password(password).await;
                 store.set_password_hash(&user.id, &hash, false).await?;
                 tracing::info!(user = %user.email, "password rehashed with current parameters");
             }
             Ok(SignIn::Ok(user))
         }
         _ => {
+            let forget_before = crate::domain::db_time(now - FAILURE_MEMORY);
             for key in &keys {
-                store.add_failure(key).await?;
+                store.add_failure(key, &forget_before).await?;
             }
             Ok(SignIn::WrongCredentials)
         }
@@ -197,6 +222,9 @@ pub async fn sign_in(
 }
 
 const SETUP_TOKEN: &str = "setup_token";
+const SETUP_TOKEN_EXPIRES: &str = "setup_token_expires";
+/// A setup link left lying in a log stops working after this (a restart prints a new one).
+const SETUP_TOKEN_LIFETIME: Duration = Duration::hours(24);
 
 fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -208,6 +236,8 @@ pub async fn issue_setup_token(store: &Store) -> Result<Option<String>, StoreErr
         return Ok(None);
     }
     let token = random_token(24);
+    let expires = crate::domain::db_time(Utc::now() + SETUP_TOKEN_LIFETIME);
+    store.set_meta(SETUP_TOKEN_EXPIRES, &expires).await?;
     store.set_meta(SETUP_TOKEN, &token_hash(&token)).await?;
     Ok(Some(token))
 }
@@ -215,6 +245,13 @@ pub async fn issue_setup_token(store: &Store) -> Result<Option<String>, StoreErr
 /// The setup token is the one issued and no user exists yet.
 pub async fn setup_token_valid(store: &Store, token: &str) -> Result<bool, StoreError> {
     if token.is_empty() || store.count_users().await? > 0 {
+        return Ok(false);
+    }
+    let expired = store
+        .meta(SETUP_TOKEN_EXPIRES)
+        .await?
+        .is_none_or(|t| t < crate::domain::now_db());
+    if expired {
         return Ok(false);
     }
     let stored = store.meta(SETUP_TOKEN).await?;
@@ -234,7 +271,7 @@ pub async fn complete_setup(
 ) -> Result<Option<User>, AccountError> {
     let email = normalize_email(email)?;
     password::check_new(password, confirm, &email)?;
-    let hash = password::hash(password);
+    let hash = hash_password(password).await;
     Ok(store
         .insert_first_owner(&email, &hash, &token_hash(token))
         .await?)

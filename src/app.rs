@@ -325,7 +325,9 @@ fn serve_http(
             // Phones on weak arcade Wi-Fi get pages gzipped when they ask for it.
             .wrap(actix_web::middleware::Compress::default())
             // Outermost, so error pages made by the middlewares above carry them too.
-            .wrap(crate::web::security_headers())
+            .wrap(crate::web::security_headers(
+                public_url.starts_with("https://"),
+            ))
             .configure(|cfg| configure(cfg, &keys, &public_url))
     })
     .shutdown_timeout(10)

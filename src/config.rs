@@ -163,6 +163,12 @@ pub struct Settings {
     #[arg(long, env = "OFFLINE_AFTER", default_value_t = 120)]
     pub offline_after: u64,
 
+    /// Take the client's address from X-Forwarded-For / Forwarded (set it only behind a
+    /// reverse proxy such as Caddy or nginx that sets them); used for sign-in throttling
+    /// and the audit log.
+    #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_proxy_headers: bool,
+
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -328,7 +328,8 @@ pub async fn grant(
 pub enum Assigned {
     /// Credited to the cabinet; its pulse is queued.
     Sent(OutboxPulse),
-    /// It was not in review (any more): resolved before, e.g. by a second click.
+    /// It was not in review (any more): resolved before, e.g. by a second click, or
+    /// refunded in full meanwhile.
     NotInReview,
     NoSuchCabinet,
 }
@@ -344,7 +345,11 @@ pub async fn assign(
     credits: i64,
     note: &str,
 ) -> Result<Assigned, StoreError> {
-    let Some(cabinet) = tx.cabinet(machine_id).await? else {
+    let Some(cabinet) = tx
+        .cabinet(machine_id)
+        .await?
+        .filter(|c| c.archived_at.is_none())
+    else {
         return Ok(Assigned::NoSuchCabinet);
     };
     let now = now_db();

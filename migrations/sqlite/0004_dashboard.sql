@@ -45,3 +45,11 @@ CREATE INDEX stripe_events_payment ON stripe_events (payment_id);
 CREATE INDEX pulses_acked ON pulses (acked_at);
 CREATE INDEX payments_updated ON payments (updated_at);
 CREATE INDEX plays_received ON plays (received_at);
+
+-- A form's one-time nonce, claimed when it is submitted: a double click on "send credits"
+-- or "refund" acts once.
+CREATE TABLE form_nonces (
+    nonce    TEXT PRIMARY KEY NOT NULL,
+    used_at  TEXT NOT NULL
+);
+CREATE INDEX form_nonces_used ON form_nonces (used_at);

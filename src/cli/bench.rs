@@ -858,7 +858,7 @@ async fn sign_in(
     let cookie = session_cookie(&page).ok_or_else(|| anyhow::anyhow!("no session cookie"))?;
     let body = page.text().await?;
     let csrf = body
-        .split("name=\"csrf\" value=\"")
+        .split("name=\"csrf_token\" value=\"")
         .nth(1)
         .and_then(|r| r.split('"').next())
         .ok_or_else(|| anyhow::anyhow!("no CSRF token on the sign-in page"))?;
@@ -866,7 +866,7 @@ async fn sign_in(
         .post(format!("{base}/admin/login"))
         .header(reqwest::header::COOKIE, &cookie)
         .form(&[
-            ("csrf", csrf),
+            ("csrf_token", csrf),
             ("email", email),
             ("password", password),
             ("next", "/admin"),

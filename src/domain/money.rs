@@ -49,6 +49,21 @@ impl Currency {
         }
     }
 
+    /// `minor` written plainly in main units, as a form or a spreadsheet takes it: `1.50`,
+    /// `-0.05`, `500` (no symbol; Stripe's decimals).
+    pub fn plain(&self, minor: i64) -> String {
+        match self.decimals() {
+            0 => minor.to_string(),
+            places => {
+                let sign = if minor < 0 { "-" } else { "" };
+                let abs = minor.unsigned_abs();
+                let unit = 10u64.pow(places);
+                let width = places as usize;
+                format!("{sign}{}.{:0width$}", abs / unit, abs % unit)
+            }
+        }
+    }
+
     /// Stripe's rules on amounts beyond the number of decimals: three-decimal currencies
     /// must end in 0 (Stripe charges them in steps of 10 minor units), and ISK must be a
     /// whole number of krónur (a multiple of 100).
@@ -101,16 +116,7 @@ impl fmt::Display for Money {
                 return write!(f, "{}", rusty_money::Money::from_minor(minor, iso));
             }
         }
-        match stripe {
-            0 => write!(f, "{} {code}", self.minor),
-            places => {
-                let sign = if self.minor < 0 { "-" } else { "" };
-                let abs = self.minor.unsigned_abs();
-                let unit = 10u64.pow(places);
-                let width = places as usize;
-                write!(f, "{sign}{}.{:0width$} {code}", abs / unit, abs % unit)
-            }
-        }
+        write!(f, "{} {code}", self.currency.plain(self.minor))
     }
 }
 
@@ -282,5 +288,7 @@ mod tests {
         assert_eq!(Money::format(123_456, eur.as_str()), "€1.234,56");
         assert_eq!(Money::format(10_000, "isk"), "kr.100");
         assert_eq!(Money::format(150, "qqq"), "1.50 QQQ");
+        assert_eq!(eur.plain(-5), "-0.05");
+        assert_eq!(Currency::parse("jpy").unwrap().plain(500), "500");
     }
 }

@@ -280,7 +280,8 @@ impl Tx {
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
             "UPDATE payments SET status = 'credited', machine_id = $2, credits = $3, \
-             review_note = $4, updated_at = $5 WHERE id = $1 AND status = 'review'",
+             review_note = $4, updated_at = $5 \
+             WHERE id = $1 AND status = 'review' AND refunded_minor < amount_minor",
         )
         .bind(id)
         .bind(machine_id)
@@ -304,8 +305,11 @@ impl Tx {
     ) -> Result<(), StoreError> {
         // Refund events can arrive out of order: the refunded amount only ever grows, and a
         // payment fully refunded never goes back to partially refunded.
+        // Only a credited payment takes a refund status; one in review (or dismissed) keeps
+        // its status, so it stays in the queue, and records the refunded amount.
         sqlx::query(
-            "UPDATE payments SET refunded_minor = $2, status = $3, updated_at = $4 \
+            "UPDATE payments SET refunded_minor = $2, updated_at = $4, status = CASE \
+             WHEN status IN ('credited', 'refunded', 'partially_refunded') THEN $3 ELSE status END \
              WHERE id = $1 AND (refunded_minor < $2 OR ($3 = 'refunded' AND status <> 'refunded'))",
         )
         .bind(id)

@@ -219,14 +219,18 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn add_failure(&self, key: &str) -> Result<(), StoreError> {
+    /// Counts a failure; one after a quiet spell (the last before `forget_before`) counts
+    /// from one again.
+    pub async fn add_failure(&self, key: &str, forget_before: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO login_failures (key, failures, last_failure_at) VALUES ($1, 1, $2) \
-             ON CONFLICT (key) DO UPDATE SET failures = login_failures.failures + 1, \
+             ON CONFLICT (key) DO UPDATE SET failures = CASE \
+             WHEN login_failures.last_failure_at < $3 THEN 1 ELSE login_failures.failures + 1 END, \
              last_failure_at = excluded.last_failure_at",
         )
         .bind(key)
         .bind(now_db())
+        .bind(forget_before)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -266,6 +270,36 @@ impl Store {
             .bind(value)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Claims a submitted form's nonce; false when it was claimed before (a double
+    /// submit). Nonces older than two days are forgotten.
+    pub async fn claim_form_nonce(&self, nonce: &str) -> Result<bool, StoreError> {
+        let now = chrono::Utc::now();
+        sqlx::query("DELETE FROM form_nonces WHERE used_at < $1")
+            .bind(crate::domain::db_time(now - chrono::Duration::days(2)))
+            .execute(&self.pool)
+            .await?;
+        let r = sqlx::query(
+            "INSERT INTO form_nonces (nonce, used_at) VALUES ($1, $2) ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(crate::domain::db_time(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Signs a user out everywhere (their sessions carry the old epoch).
+    pub async fn end_sessions(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE users SET session_epoch = session_epoch + 1, updated_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_db())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -46,8 +46,14 @@ pub struct AppState {
 
 /// Every response carries these (a handler may set its own instead): no inline script
 /// can run, no page can be framed, no referrer leaks across sites.
-pub fn security_headers() -> actix_web::middleware::DefaultHeaders {
-    actix_web::middleware::DefaultHeaders::new()
+pub fn security_headers(https: bool) -> actix_web::middleware::DefaultHeaders {
+    let headers = actix_web::middleware::DefaultHeaders::new();
+    // Behind https, browsers are told to never try plain http again.
+    let headers = match https {
+        true => headers.add(("Strict-Transport-Security", "max-age=31536000")),
+        false => headers,
+    };
+    headers
         .add((
             "Content-Security-Policy",
             "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

@@ -15,6 +15,14 @@ fn first_payment_link(body: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_owned())
 }
 
+/// The value of the hidden input `name` on a page.
+fn hidden(body: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = body.find(&marker)? + marker.len();
+    let rest = &body[at..];
+    Some(rest[..rest.find('"')?].to_owned())
+}
+
 /// The MQTT secret shown once on a cabinet's page.
 fn shown_secret(body: &str) -> Option<String> {
     let at = body.find("MQTT secret — copy it now")?;
@@ -116,19 +124,29 @@ async fn forms_without_the_right_csrf_token_are_refused_and_change_nothing() {
     let page = owner.post_raw(&path, &fields).await;
     assert_eq!(page.status, 403);
     let mut wrong = fields.clone();
-    wrong.push(("csrf", "0".repeat(64)));
+    wrong.push(("csrf_token", "0".repeat(64)));
     assert_eq!(owner.post_raw(&path, &wrong).await.status, 403);
     cab.expect_no_credit(2).await;
 
     // The same form with the page's token works: a signed operator pulse.
-    let page = owner
-        .post(&path, &[("credits", "2"), ("reason", "coin jam")])
+    let form = owner
+        .get(&format!("/admin/cabinets/{}", cab.machine_id))
         .await;
+    let nonce = hidden(&form.body, "nonce").expect("the credit form has a nonce");
+    let fields = [
+        ("credits", "2"),
+        ("reason", "coin jam"),
+        ("nonce", nonce.as_str()),
+    ];
+    let page = owner.post(&path, &fields).await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("2 free credits sent"), "{}", page.body);
     let pulse = cab.expect_credit().await;
     assert_eq!(pulse.credits, 2);
     assert_eq!(pulse.source.as_str(), "operator");
+    // The same form sent again (a double click) sends nothing more.
+    let page = owner.post(&path, &fields).await;
+    assert!(page.body.contains("already sent"), "{}", page.body);
     cab.expect_no_credit(2).await;
     let audit = owner.get("/admin/audit").await;
     assert!(audit.body.contains("cabinet.free_credits"));
@@ -537,7 +555,15 @@ async fn changing_the_password_signs_out_every_other_session() {
         "this session goes on"
     );
     assert_eq!(second.get("/admin").await.path, "/admin/login");
-    assert_eq!(Dash::new(&app).login(OWNER_EMAIL, new).await.path, "/admin");
+    let mut third = Dash::new(&app);
+    assert_eq!(third.login(OWNER_EMAIL, new).await.path, "/admin");
+
+    // "Sign out everywhere" ends them all, this one too.
+    first.get("/admin/password").await;
+    let page = first.post("/admin/sessions/end", &[]).await;
+    assert_eq!(page.path, "/admin/login");
+    assert_eq!(first.get("/admin").await.path, "/admin/login");
+    assert_eq!(third.get("/admin").await.path, "/admin/login");
 }
 
 #[tokio::test]
@@ -671,5 +697,49 @@ async fn the_user_command_adds_lists_resets_and_removes_users() {
             .await
             .status,
         401
+    );
+}
+
+#[tokio::test]
+async fn a_payment_refunded_while_in_review_stays_there_and_cannot_be_credited() {
+    let db = TestDb::new().await;
+    let app = spawn_app(&db).await;
+    let mut cab = app.cabinet(100, "usd").await;
+    let sid = unique("cs_test");
+    app.post_webhook(&session_event(
+        "checkout.session.completed",
+        &unique("evt"),
+        session(&sid, "no-such-cabinet", 300, "usd", "paid"),
+    ))
+    .await;
+    let mut owner = app.owner().await;
+    let id = first_payment_link(&owner.get("/admin/review").await.body).unwrap();
+    let (status, _) = app
+        .post_webhook(&charge_refunded(&sid, 300, 300, true))
+        .await;
+    assert_eq!(status, 200);
+    let payment = app.get(&format!("/payments/{id}")).await;
+    assert_eq!(payment["status"], "review", "{payment}");
+    assert_eq!(payment["refunded_minor"], 300);
+
+    owner.get(&format!("/admin/payments/{id}")).await;
+    let page = owner
+        .post(
+            &format!("/admin/payments/{id}/assign"),
+            &[("machine_id", cab.machine_id.as_str()), ("credits", "3")],
+        )
+        .await;
+    assert!(page.body.contains("no longer in review"), "{}", page.body);
+    cab.expect_no_credit(2).await;
+    let page = owner
+        .post(
+            &format!("/admin/payments/{id}/dismiss"),
+            &[("note", "refunded in Stripe")],
+        )
+        .await;
+    assert!(page.body.contains("Dismissed"), "{}", page.body);
+    assert_eq!(
+        app.get(&format!("/payments/{id}")).await["status"],
+        "dismissed"
     );
 }

@@ -108,7 +108,7 @@ pub async fn setup(
                 &state.store,
                 NewAudit {
                     actor: &user.email,
-                    ip: req.peer_addr().map(|a| a.ip().to_string()).as_deref(),
+                    ip: super::client_ip(&req).as_deref(),
                     action: "user.setup",
                     subject: Some(&user.email),
                     detail: "owner account created with the setup link",
@@ -195,7 +195,7 @@ pub async fn login(
     Csrf(f): Csrf<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     let session = req.get_session();
-    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let ip = super::client_ip(&req);
     let email = f.email.trim().to_lowercase();
     let audit = |action: &'static str, detail: String| {
         let store = state.store.clone();
@@ -269,6 +269,21 @@ pub async fn logout(req: HttpRequest, admin: Admin, _f: Csrf<Empty>) -> HttpResp
     see_other("/admin/login")
 }
 
+/// Ends every session of this user, on every device (a lost phone, a shared computer).
+pub async fn sign_out_everywhere(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    admin: Admin,
+    _f: Csrf<Empty>,
+) -> Result<HttpResponse, AppError> {
+    state.store.end_sessions(&admin.user.id).await?;
+    admin
+        .audit("user.sign_out_everywhere", Some(&admin.user.email), "")
+        .await;
+    req.get_session().purge();
+    Ok(see_other("/admin/login"))
+}
+
 #[derive(Template)]
 #[template(path = "admin/password.html")]
 struct PasswordPage {
@@ -312,7 +327,10 @@ pub async fn password(
             },
         )
     };
-    if crate::domain::password::verify(&f.current, &admin.user.password_hash).is_none() {
+    if accounts::verify_password(&f.current, Some(&admin.user.password_hash))
+        .await
+        .is_none()
+    {
         return Ok(again("Your current password is not right.".into()));
     }
     match accounts::set_password(&state.store, &admin.user, &f.password, &f.confirm).await {

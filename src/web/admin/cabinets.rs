@@ -49,15 +49,10 @@ pub struct CabinetForm {
 
 impl CabinetForm {
     fn of(c: &Cabinet, bundles: &[Bundle]) -> Self {
-        let decimals = Currency::parse(&c.currency).map_or(2, |c| c.decimals());
-        let amount = |minor: i64| match decimals {
-            0 => minor.to_string(),
-            d => format!(
-                "{}.{:0w$}",
-                minor / 10i64.pow(d),
-                minor % 10i64.pow(d),
-                w = d as usize
-            ),
+        let currency = Currency::parse(&c.currency).ok();
+        let amount = |minor: i64| match &currency {
+            Some(cur) => cur.plain(minor),
+            None => minor.to_string(),
         };
         Self {
             machine_id: c.machine_id.clone(),
@@ -484,6 +479,9 @@ pub struct CreditForm {
     credits: String,
     #[serde(default)]
     reason: String,
+    /// The form's one-time nonce: a double click sends once.
+    #[serde(default)]
+    nonce: String,
 }
 
 /// Free credits (staff may): a pulse through the same outbox as paid ones.
@@ -509,6 +507,10 @@ pub async fn credit(
             return Ok(see_other(&back));
         }
     };
+    if !f.nonce.is_empty() && !state.store.claim_form_nonce(&f.nonce).await? {
+        admin.flash("That form was already sent; the credits went once.");
+        return Ok(see_other(&back));
+    }
     let reason_with_user = format!("{reason} (by {})", admin.user.email);
     let pulse = state
         .writer
@@ -609,6 +611,8 @@ struct ShowPage {
     pay_url: String,
     payments: Vec<PaymentLine>,
     plays: Vec<PlayLine>,
+    /// For the free-credit form.
+    nonce: String,
 }
 
 /// `3 min 05 s` from seconds.
@@ -687,6 +691,7 @@ pub async fn show(
         pay_url: format!("{}/p/{}", state.settings.public_url, c.machine_id),
         payments: view::lines(&payments),
         plays,
+        nonce: crate::domain::random_token(16),
         c,
     };
     Ok(html::page(StatusCode::OK, &page))

@@ -15,7 +15,9 @@ mod payments;
 mod stickers;
 pub mod view;
 
-pub use auth::{login, login_form, logout, password, password_form, setup, setup_form};
+pub use auth::{
+    login, login_form, logout, password, password_form, setup, setup_form, sign_out_everywhere,
+};
 
 use actix_session::config::{BrowserSession, CookieContentSecurity};
 use actix_session::storage::CookieSessionStore;
@@ -45,6 +47,8 @@ const STARTED: &str = "started";
 const SEEN: &str = "seen";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
+/// The hidden form field carrying the token (the name Flask-WTF and the seed used).
+pub const CSRF_FIELD: &str = "csrf_token";
 
 /// Sessions in an encrypted, signed cookie (nothing kept in memory, so any replica can
 /// read them), keyed from the master key.
@@ -76,6 +80,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, secure_cookies: bool
             .route("/login", web::get().to(login_form))
             .route("/login", web::post().to(login))
             .route("/logout", web::post().to(logout))
+            .route("/sessions/end", web::post().to(sign_out_everywhere))
             .route("/password", web::get().to(password_form))
             .route("/password", web::post().to(password))
             .route("/live", web::get().to(live::events))
@@ -244,7 +249,17 @@ pub fn csrf_token(session: &Session) -> String {
     t
 }
 
-fn client_ip(req: &HttpRequest) -> Option<String> {
+/// Who is asking: the peer's address, or with TRUST_PROXY_HEADERS the one the reverse
+/// proxy reports (else every visitor would be the proxy, and one would lock out all).
+pub fn client_ip(req: &HttpRequest) -> Option<String> {
+    let trust = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.settings.trust_proxy_headers);
+    if trust {
+        if let Some(ip) = req.connection_info().realip_remote_addr() {
+            return Some(ip.to_owned());
+        }
+    }
     req.peer_addr().map(|a| a.ip().to_string())
 }
 
@@ -317,7 +332,7 @@ impl FromRequest for Admin {
     }
 }
 
-/// A submitted form whose `csrf` field matches the session's token; anything else is
+/// A submitted form whose `csrf_token` field matches the session's token; anything else is
 /// refused with 403 before the handler runs.
 pub struct Csrf<T>(pub T);
 
@@ -331,7 +346,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Csrf<T> {
         Box::pin(async move {
             let body = body.await?;
             let sent = form_urlencoded::parse(&body)
-                .find(|(k, _)| k == "csrf")
+                .find(|(k, _)| k == CSRF_FIELD)
                 .map(|(_, v)| v.into_owned());
             let expected = req.get_session().get::<String>(CSRF).ok().flatten();
             let ok = matches!((&sent, &expected), (Some(s), Some(e))

@@ -125,6 +125,9 @@ pub async fn overview(state: web::Data<AppState>, admin: Admin) -> Result<HttpRe
         .expect("midnight")
         .and_utc();
     let store = &state.store;
+    let all = store.cabinets().await?;
+    let default_currency = all.first().map(|c| c.currency.clone());
+    let home_currency = default_currency.clone().unwrap_or_else(|| "usd".into());
     let mut periods = Vec::new();
     for (label, since) in [
         ("Today", today),
@@ -134,14 +137,12 @@ pub async fn overview(state: web::Data<AppState>, admin: Admin) -> Result<HttpRe
         let since = db_time(since);
         periods.push(Period {
             label,
-            takings: view::takings(&store.takings_since(&since).await?),
+            takings: view::takings(&store.takings_since(&since).await?, &home_currency),
             plays: store.plays_since(&since).await?,
         });
     }
 
     let activity = store.cabinet_activity(&db_time(today)).await?;
-    let all = store.cabinets().await?;
-    let default_currency = all.first().map(|c| c.currency.clone());
     let mut cabinets = Vec::new();
     for c in all.into_iter().filter(|c| c.archived_at.is_none()) {
         let a = activity.iter().find(|a| a.machine_id == c.machine_id);

@@ -46,7 +46,7 @@ pub async fn plays(
     f: web::Query<PlayFilter>,
 ) -> Result<HttpResponse, AppError> {
     let cabinet = f.cabinet.trim();
-    let page = f.page.max(0);
+    let page = f.page.clamp(0, super::payments::MAX_PAGE);
     let mut rows = state
         .store
         .play_log(
@@ -102,7 +102,7 @@ pub async fn audit(
     admin: Admin,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let page = q.page.max(0);
+    let page = q.page.clamp(0, super::payments::MAX_PAGE);
     let mut rows = state.store.audit_log(PAGE + 1, page * PAGE).await?;
     let more = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);

@@ -16,6 +16,8 @@ use crate::store::{Payment, PaymentQuery, StatusView};
 use crate::web::{html, AppState};
 
 const PAGE: i64 = 50;
+/// Deeper than anyone pages by hand; the search and the CSV export go further.
+pub const MAX_PAGE: i64 = 10_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -109,7 +111,7 @@ pub async fn list(
 ) -> Result<HttpResponse, AppError> {
     let f = f.into_inner();
     let q = f.query()?;
-    let page = f.page.max(0);
+    let page = f.page.clamp(0, MAX_PAGE);
     let mut rows = state.store.find_payments(&q, PAGE + 1, page * PAGE).await?;
     let more = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
@@ -150,20 +152,7 @@ fn csv_field(s: &str) -> String {
 const CSV_HEADER: &str = "id,created_at,machine_id,status,amount,currency,amount_minor,discount_minor,refunded_minor,credits,email,checkout_session_id,payment_intent_id,pulse_id,pulse_handed_at,pulse_acked_at,review_reason\r\n";
 
 fn csv_row(p: &Payment) -> String {
-    let amount = Currency::parse(&p.currency)
-        .map(|c| {
-            let d = c.decimals();
-            match d {
-                0 => p.amount_minor.to_string(),
-                d => format!(
-                    "{}.{:0w$}",
-                    p.amount_minor / 10i64.pow(d),
-                    p.amount_minor % 10i64.pow(d),
-                    w = d as usize
-                ),
-            }
-        })
-        .unwrap_or_default();
+    let amount = major(p.amount_minor, &p.currency);
     let cols = [
         p.id.clone(),
         p.created_at.clone(),
@@ -246,6 +235,8 @@ struct ShowPage {
     can_refund: bool,
     cabinets: Vec<(String, String)>,
     suggested_credits: i64,
+    /// For the refund form.
+    nonce: String,
 }
 
 async fn payment(state: &AppState, id: &str) -> Result<Payment, AppError> {
@@ -256,17 +247,9 @@ async fn payment(state: &AppState, id: &str) -> Result<Payment, AppError> {
         .ok_or_else(|| AppError::NotFound(format!("no payment {id:?}")))
 }
 
+/// An amount in main units, as the refund form takes it.
 fn major(minor: i64, currency: &str) -> String {
-    match Currency::parse(currency).map(|c| c.decimals()) {
-        Ok(0) => minor.to_string(),
-        Ok(d) => format!(
-            "{}.{:0w$}",
-            minor / 10i64.pow(d),
-            minor % 10i64.pow(d),
-            w = d as usize
-        ),
-        Err(_) => minor.to_string(),
-    }
+    Currency::parse(currency).map_or_else(|_| minor.to_string(), |c| c.plain(minor))
 }
 
 pub async fn show(
@@ -275,12 +258,15 @@ pub async fn show(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let p = payment(&state, &path).await?;
-    let events = state.store.payment_events(&p.id).await?;
+    let mut events = state.store.payment_events(&p.id).await?;
     let game_over = match (&p.machine_id, &p.pulse_published_at) {
         (Some(m), Some(at)) => state.store.play_after(m, at).await?,
         _ => None,
     };
     let first_event = events.first().map(|e| e.received_at.clone());
+    for e in &mut events {
+        e.received_at = view::when(&e.received_at);
+    }
     let at = |t: &Option<String>| t.as_deref().map(view::when).unwrap_or_default();
     let steps = vec![
         Step {
@@ -343,6 +329,7 @@ pub async fn show(
         events,
         cabinets,
         suggested_credits,
+        nonce: crate::domain::random_token(16),
         p,
     };
     Ok(html::page(StatusCode::OK, &page))
@@ -354,6 +341,9 @@ pub struct RefundForm {
     amount: String,
     #[serde(default)]
     confirm: String,
+    /// The form's one-time nonce: Stripe's idempotency key, so a double click refunds once.
+    #[serde(default)]
+    nonce: String,
 }
 
 /// Refunds through Stripe; the `charge.refunded` webhook then records it.
@@ -394,8 +384,12 @@ pub async fn refund(
             }
         },
     };
-    // Same payment, same amount, same amount already refunded: a double click is one refund.
-    let key = format!("refund-{}-{}-{}", p.id, p.refunded_minor, amount);
+    // One form, one refund: a double click reuses the key and Stripe answers the first
+    // refund again. (Without a nonce, the amounts stand in for it.)
+    let key = match f.nonce.trim() {
+        "" => format!("refund-{}-{}-{}", p.id, p.refunded_minor, amount),
+        nonce => format!("refund-{}-{nonce}", p.id),
+    };
     let full = amount == left;
     match state
         .stripe

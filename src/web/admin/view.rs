@@ -36,10 +36,10 @@ pub fn when(db: &str) -> String {
     }
 }
 
-/// Net takings, one amount per currency ("$12.00 · €3.00"), or "—".
-pub fn takings(t: &[Takings]) -> String {
+/// Net takings, one amount per currency ("$12.00 · €3.00"); nothing is zero in `currency`.
+pub fn takings(t: &[Takings], currency: &str) -> String {
     if t.is_empty() {
-        return Money::format(0, "usd");
+        return Money::format(0, currency);
     }
     t.iter()
         .map(|t| Money::format(t.net_minor, &t.currency))

@@ -28,8 +28,8 @@ pub struct Page {
 }
 
 fn csrf_of(body: &str) -> Option<String> {
-    let at = body.find("name=\"csrf\" value=\"")?;
-    let rest = &body[at + "name=\"csrf\" value=\"".len()..];
+    let at = body.find("name=\"csrf_token\" value=\"")?;
+    let rest = &body[at + "name=\"csrf_token\" value=\"".len()..];
     Some(rest[..rest.find('"')?].to_owned())
 }
 
@@ -106,7 +106,7 @@ impl Dash {
         let mut all: Vec<(&str, String)> =
             fields.iter().map(|(k, v)| (*k, v.to_string())).collect();
         if let Some(t) = &self.csrf {
-            all.push(("csrf", t.clone()));
+            all.push(("csrf_token", t.clone()));
         }
         self.post_raw(path, &all).await
     }
