@@ -39,10 +39,15 @@ ALTER TABLE cabinets ADD COLUMN archived_at TEXT;
 ALTER TABLE payments ADD COLUMN email TEXT;
 ALTER TABLE payments ADD COLUMN review_note TEXT;
 CREATE INDEX payments_email ON payments (email);
-CREATE INDEX payments_created ON payments (created_at);
+-- Newest-first lists page by (created_at, id), filtered by status or not.
+DROP INDEX payments_status;
+CREATE INDEX payments_status ON payments (status, created_at, id);
+CREATE INDEX payments_created ON payments (created_at, id);
 CREATE INDEX stripe_events_object ON stripe_events (object_id);
 CREATE INDEX stripe_events_payment ON stripe_events (payment_id);
 CREATE INDEX pulses_acked ON pulses (acked_at);
+-- "Waiting for ack" per cabinet on the overview.
+CREATE INDEX pulses_unacked ON pulses (machine_id) WHERE acked_at IS NULL;
 CREATE INDEX payments_updated ON payments (updated_at);
 CREATE INDEX plays_received ON plays (received_at);
 

@@ -49,6 +49,9 @@ pub struct BenchArgs {
     /// … and payments (each with its pulse and play) over the past year.
     #[arg(long, default_value_t = 100_000)]
     dashboard_payments: usize,
+    /// Measure only the dashboard (skip the money path and the broker).
+    #[arg(long)]
+    dashboard_only: bool,
     /// Write the server's log to this file, at this RUST_LOG level (e.g. coinpulse=debug).
     #[arg(long, value_names = ["FILE", "FILTER"], num_args = 2)]
     server_log: Option<Vec<String>>,
@@ -376,6 +379,11 @@ struct Bench {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("coinpulse bench: a `coinpulse serve` child process on loopback, SQLite (WAL, synchronous=FULL), embedded broker\n");
     let mut report = Report::new();
+    if args.dashboard_only {
+        dashboard(&args, &mut report).await?;
+        print_report(&report);
+        return Ok(());
+    }
     let bench = start(&args, &mut report).await?;
     pay_page(&bench, &mut report).await?;
     sequential_latency(&bench, args.sequential, &mut report).await?;
@@ -385,12 +393,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     connections(&bench, args.cabinets, &mut report).await?;
     drop(bench);
     dashboard(&args, &mut report).await?;
+    print_report(&report);
+    Ok(())
+}
 
+fn print_report(report: &Report) {
     println!("\n{:<42} result", "measure");
-    for (k, v) in &report {
+    for (k, v) in report {
         println!("{k:<42} {v}");
     }
-    Ok(())
 }
 
 /// Starts the server; reports start-up time and idle memory.

@@ -162,7 +162,7 @@ pub struct PlayRow {
 /// Installation facts for the setup checklist.
 #[derive(Debug, Clone, Default)]
 pub struct Milestones {
-    pub first_webhook_at: Option<String>,
+    pub webhook_received: bool,
     pub cabinets: i64,
     pub cabinets_seen: i64,
 }
@@ -255,8 +255,8 @@ impl Store {
         const PAGE: i64 = 500;
         let store = self.clone();
         let sql = format!(
-            "{SELECT_WITH_PULSE} WHERE {} AND ($6 IS NULL OR p.created_at < $6 \
-             OR (p.created_at = $6 AND p.id < $7)) ORDER BY p.created_at DESC, p.id DESC LIMIT $8",
+            "{SELECT_WITH_PULSE} WHERE {} AND (p.created_at, p.id) < ($6, $7) \
+             ORDER BY p.created_at DESC, p.id DESC LIMIT $8",
             q.clause()
         );
         futures::stream::try_unfold(
@@ -265,10 +265,11 @@ impl Store {
                 if done {
                     return Ok(None);
                 }
-                let (created, id) = match &cursor {
-                    Some((c, i)) => (Some(c.clone()), Some(i.clone())),
-                    None => (None, None),
-                };
+                // A row-value bound reads the (created_at, id) index as a range; the first
+                // page starts above every stored time ('~' sorts after the digits).
+                let (created, id) = cursor
+                    .clone()
+                    .unwrap_or_else(|| ("~".into(), String::new()));
                 let rows: Vec<Payment> = q
                     .bind(sqlx::query_as(&sql))
                     .bind(created)
@@ -333,10 +334,11 @@ impl Store {
     }
 
     pub async fn milestones(&self) -> Result<Milestones, StoreError> {
-        let first_webhook_at: Option<String> =
-            sqlx::query_scalar("SELECT MIN(received_at) FROM stripe_events")
-                .fetch_one(&self.pool)
-                .await?;
+        let webhooks: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM stripe_events LIMIT 1) AS any_event",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         let (cabinets, cabinets_seen): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN last_seen_at IS NOT NULL OR acks_pulses = 1 \
              THEN 1 ELSE 0 END), 0) AS BIGINT) FROM cabinets",
@@ -344,7 +346,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(Milestones {
-            first_webhook_at,
+            webhook_received: webhooks > 0,
             cabinets,
             cabinets_seen,
         })

@@ -89,7 +89,7 @@ pub async fn checklist(state: &AppState) -> Result<Vec<Check>, AppError> {
             code: Some("STRIPE_WEBHOOK_SECRET=whsec_…".into()),
         },
         Check {
-            done: m.first_webhook_at.is_some(),
+            done: m.webhook_received,
             title: "First webhook received".into(),
             how: "Forward Stripe's test events with the Stripe CLI, or send a signed test payment from this machine:".into(),
             code: Some(format!(
