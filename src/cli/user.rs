@@ -36,17 +36,38 @@ enum UserCommand {
     List,
     /// Remove a dashboard user (the last owner cannot be removed).
     Remove {
-        /// The user's email.
-        email: String,
+        #[command(flatten)]
+        who: Who,
     },
     /// Set a new password for a user and sign them out everywhere.
     ResetPassword {
-        /// The user's email.
-        email: String,
+        #[command(flatten)]
+        who: Who,
         /// Read the password from the first line of standard input instead of prompting.
         #[arg(long)]
         password_stdin: bool,
     },
+}
+
+/// The user a command is about: `EMAIL` or `--email EMAIL`, whichever people type.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct Who {
+    /// The user's email.
+    #[arg(value_name = "EMAIL")]
+    email: Option<String>,
+    /// The user's email (the same as the positional EMAIL).
+    #[arg(long = "email", value_name = "EMAIL")]
+    email_flag: Option<String>,
+}
+
+impl Who {
+    fn email(&self) -> &str {
+        self.email
+            .as_deref()
+            .or(self.email_flag.as_deref())
+            .expect("clap requires one of them")
+    }
 }
 
 /// The new password: one line of stdin, or typed twice at a hidden prompt.
@@ -122,18 +143,18 @@ pub async fn run(args: UserArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        UserCommand::Remove { email } => {
-            let user = accounts::remove_user(&store, &email)
+        UserCommand::Remove { who } => {
+            let user = accounts::remove_user(&store, who.email())
                 .await
                 .map_err(explain)?;
             audit(&store, "user.remove", &user.email, "").await;
             println!("removed {}", user.email);
         }
         UserCommand::ResetPassword {
-            email,
+            who,
             password_stdin,
         } => {
-            let email = accounts::normalize_email(&email).map_err(explain)?;
+            let email = accounts::normalize_email(who.email()).map_err(explain)?;
             let user = store
                 .user_by_email(&email)
                 .await?

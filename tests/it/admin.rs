@@ -689,7 +689,7 @@ async fn the_user_command_adds_lists_resets_and_removes_users() {
     );
     let (ok, out) = run(&["remove", OWNER_EMAIL], None);
     assert!(!ok && out.contains("only owner"), "{out}");
-    let (ok, out) = run(&["remove", "staff@arcade.test"], None);
+    let (ok, out) = run(&["remove", "--email", "staff@arcade.test"], None);
     assert!(ok, "{out}");
     assert_eq!(
         Dash::new(&app)
