@@ -263,7 +263,7 @@ pub struct LocalServer {
     pub mqtt_listen: Option<SocketAddr>,
 }
 
-fn sqlite_path(database_url: &str) -> Option<PathBuf> {
+pub(crate) fn sqlite_path(database_url: &str) -> Option<PathBuf> {
     let rest = database_url.strip_prefix("sqlite:")?;
     let rest = rest.trim_start_matches("//");
     let path = rest.split('?').next().unwrap_or(rest);

@@ -115,9 +115,32 @@ impl Store {
             .await?;
         let store = Self { pool, backend };
         store.migrate().await?;
+        if backend == Backend::Sqlite {
+            owner_only(url);
+        }
         Ok(store)
     }
+}
 
+/// The database holds password hashes and payers' emails: readable by its owner only, like
+/// the key file beside it.
+fn owner_only(url: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(db) = crate::config::sqlite_path(url) else {
+        return;
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.clone().into_os_string();
+        path.push(suffix);
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = ?path, error = %e, "could not make the database owner-only");
+            }
+        }
+    }
+}
+
+impl Store {
     async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,

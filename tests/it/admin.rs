@@ -599,6 +599,16 @@ async fn the_overview_stickers_and_plays_show_what_happened() {
     assert!(sheet.body.contains("Scan to play"));
     assert!(sheet.body.contains(&format!("/p/{}", cab.machine_id)));
     assert!(sheet.body.contains("1 play"));
+    // Opening the sheet is not printing it; the print stylesheet's image is.
+    let todo = "<li class=\"todo\"><strong>First sticker printed";
+    assert!(owner.get("/admin/settings").await.body.contains(todo));
+    let ping = owner.get("/admin/stickers/printed.svg").await;
+    assert_eq!(ping.status, 200);
+    let settings = owner.get("/admin/settings").await;
+    assert!(!settings.body.contains(todo));
+    assert!(settings
+        .body
+        .contains("<li class=\"ok\"><strong>First sticker printed"));
     let qr = owner
         .get(&format!("/admin/cabinets/{}/qr.png", cab.machine_id))
         .await;

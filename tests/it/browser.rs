@@ -259,13 +259,19 @@ async fn submit(c: &fantoccini::Client, form: &str) {
         .unwrap();
 }
 
+/// The text of the first `css` match. Live regions are swapped while the page is open, so
+/// an element found may be gone a moment later: then look again.
 async fn text_of(c: &fantoccini::Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let mut last = None;
+    for _ in 0..5 {
+        let el = c.find(Locator::Css(css)).await.unwrap();
+        match el.text().await {
+            Ok(t) => return t,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{css}: {last:?}");
 }
 
 /// An owner's first hour in a real browser: setup, sign-in, a cabinet with bundles, its
@@ -362,6 +368,19 @@ async fn owner_sets_up_registers_prints_and_watches_a_payment_arrive() {
     if let Some(png) = pdf_to_png(&pdf) {
         shots.save("stickers-a4-print.png", &png);
     }
+    // Printing (only printing) ticked the checklist's sticker item.
+    c.goto(&format!("{}/admin/settings", app.base))
+        .await
+        .unwrap();
+    let done = c.find_all(Locator::Css(".checks li.ok")).await.unwrap();
+    let mut ticked = Vec::new();
+    for li in done {
+        ticked.push(li.text().await.unwrap());
+    }
+    assert!(
+        ticked.iter().any(|t| t.contains("First sticker printed")),
+        "printing marks the sticker printed: {ticked:?}"
+    );
 
     // A payment arrives while the overview is open: it shows up without a reload.
     c.goto(&format!("{}/admin", app.base)).await.unwrap();

@@ -99,6 +99,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, secure_cookies: bool
             .route("/cabinets/{id}/credit", web::post().to(cabinets::credit))
             .route("/cabinets/{id}/qr.{format}", web::get().to(stickers::qr))
             .route("/stickers", web::get().to(stickers::sheet))
+            .route("/stickers/printed.svg", web::get().to(stickers::printed))
             .route("/payments", web::get().to(payments::list))
             .route("/payments.csv", web::get().to(payments::csv))
             .route("/payments/{id}", web::get().to(payments::show))

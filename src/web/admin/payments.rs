@@ -235,6 +235,8 @@ struct ShowPage {
     can_refund: bool,
     cabinets: Vec<(String, String)>,
     suggested_credits: i64,
+    /// The cabinet the payment names exists (else it is shown without a link).
+    cabinet_known: bool,
     /// For the refund form.
     nonce: String,
 }
@@ -290,24 +292,36 @@ pub async fn show(
             at: at(&game_over),
         },
     ];
-    let cabinets: Vec<(String, String)> = state
+    let live: Vec<_> = state
         .store
         .cabinets()
         .await?
         .into_iter()
         .filter(|c| c.archived_at.is_none())
-        .map(|c| (c.machine_id, c.name))
         .collect();
-    let suggested_credits = match &p.machine_id {
-        Some(m) => match state.store.cabinet(m).await? {
-            Some(c) if c.currency == p.currency => {
-                credits_for_amount(p.amount_minor, c.price_minor)
-            }
-            _ => p.credits,
-        },
-        None => p.credits,
+    let named = p
+        .machine_id
+        .as_deref()
+        .and_then(|m| live.iter().find(|c| c.machine_id == m));
+    // What the payment buys at the cabinet it names, else at the first one offered.
+    let suggested_credits = match named.or(live.first()) {
+        Some(c) if c.currency == p.currency => credits_for_amount(p.amount_minor, c.price_minor),
+        _ => p.credits,
     }
     .max(1);
+    let cabinet_known = named.is_some();
+    let cabinets: Vec<(String, String)> = live
+        .into_iter()
+        .map(|c| {
+            let label = format!(
+                "{} ({}) — {} a play",
+                c.name,
+                c.machine_id,
+                Money::format(c.price_minor, &c.currency)
+            );
+            (c.machine_id, label)
+        })
+        .collect();
     let left = p.amount_minor - p.refunded_minor;
     let page = ShowPage {
         nav: admin.nav(if p.status == PaymentStatus::Review {
@@ -329,6 +343,7 @@ pub async fn show(
         events,
         cabinets,
         suggested_credits,
+        cabinet_known,
         nonce: crate::domain::random_token(16),
         p,
     };

@@ -44,6 +44,16 @@ pub async fn qr(
         .body(image))
 }
 
+/// `GET /admin/stickers/printed.svg`: the sheet's print stylesheet loads this image only
+/// when the browser prints, which is how the checklist learns a sticker was printed.
+pub async fn printed(state: web::Data<AppState>, _admin: Admin) -> HttpResponse {
+    crate::accounts::mark_sticker_printed(&state.store).await;
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(r#"<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>"#)
+}
+
 pub struct Sticker {
     pub machine_id: String,
     pub name: String,
@@ -120,9 +130,6 @@ pub async fn sheet(
             short_url: url.split("://").nth(1).unwrap_or(&url).to_owned(),
             url,
         });
-    }
-    if !stickers.is_empty() {
-        crate::accounts::mark_sticker_printed(&state.store).await;
     }
     let page = SheetPage {
         nav: admin.nav("stickers"),
