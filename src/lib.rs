@@ -18,5 +18,6 @@ pub mod store;
 pub mod stripe;
 #[cfg(test)]
 mod test_support;
+pub mod wallets;
 pub mod web;
 pub mod writer;

@@ -18,6 +18,10 @@ pub struct WebhookOutcome {
 }
 
 impl WebhookOutcome {
+    pub(crate) fn outcome(outcome: Outcome) -> Self {
+        Self::of(outcome)
+    }
+
     fn of(outcome: Outcome) -> Self {
         Self {
             outcome,
@@ -68,18 +72,31 @@ pub async fn apply_event(
         return Ok(WebhookOutcome::of(Outcome::Duplicate));
     }
     let now = now_db();
-    let result = match &ev.body {
-        EventBody::CheckoutCompleted(s) => match s.payment_status.as_str() {
-            "paid" | "no_payment_required" => credit(tx, keys, ev, s, &now).await?,
-            _ => record_pending(tx, ev, s, &now).await?,
-        },
-        EventBody::CheckoutAsyncSucceeded(s) => credit(tx, keys, ev, s, &now).await?,
-        EventBody::CheckoutAsyncFailed(s) => {
-            close_pending(tx, s, PaymentStatus::Failed, &now).await?
+    // Top-ups are looked up only for sessions marked as one (coinpulse marks its own); a
+    // mark added or removed by editing metadata changes nothing: a marked session that
+    // is no stored top-up is booked as a payment, an unmarked top-up goes to review.
+    let topup = match session_of(ev).filter(|s| crate::wallets::marked_as_topup(s)) {
+        Some(s) => tx.topup(&s.id).await?.map(|t| (s, t)),
+        None => None,
+    };
+    let result = if let Some((s, t)) = topup {
+        crate::wallets::topup_event(tx, ev, s, &t, &now).await?
+    } else {
+        match &ev.body {
+            EventBody::CheckoutCompleted(s) => match s.payment_status.as_str() {
+                "paid" | "no_payment_required" => credit(tx, keys, ev, s, &now).await?,
+                _ => record_pending(tx, ev, s, &now).await?,
+            },
+            EventBody::CheckoutAsyncSucceeded(s) => credit(tx, keys, ev, s, &now).await?,
+            EventBody::CheckoutAsyncFailed(s) => {
+                close_pending(tx, s, PaymentStatus::Failed, &now).await?
+            }
+            EventBody::CheckoutExpired(s) => {
+                close_pending(tx, s, PaymentStatus::Expired, &now).await?
+            }
+            EventBody::ChargeRefunded(c) => refund(tx, c, &now).await?,
+            EventBody::Other => WebhookOutcome::of(Outcome::Ignored),
         }
-        EventBody::CheckoutExpired(s) => close_pending(tx, s, PaymentStatus::Expired, &now).await?,
-        EventBody::ChargeRefunded(c) => refund(tx, c, &now).await?,
-        EventBody::Other => WebhookOutcome::of(Outcome::Ignored),
     };
     let object_id = match &ev.body {
         EventBody::ChargeRefunded(c) => Some(c.id.clone()),
@@ -185,6 +202,7 @@ async fn credit(
         &cabinet,
         booking.credits,
         Credit::Payment(&payment_id),
+        new_pulse_id(),
         now,
     );
     tracing::info!(payment_id = %payment_id, machine_id = %cabinet.machine_id, credits = booking.credits,
@@ -317,6 +335,7 @@ pub async fn grant(
         &cabinet,
         credits,
         Credit::Operator(reason),
+        new_pulse_id(),
         &now_db(),
     );
     tracing::info!(machine_id, credits, pulse_id = %pulse.id, reason, "operator credits granted");
@@ -365,33 +384,43 @@ pub async fn assign(
         &cabinet,
         credits,
         Credit::Payment(payment_id),
+        new_pulse_id(),
         &now,
     );
     tracing::info!(payment_id, machine_id, credits, pulse_id = %pulse.id, "payment in review assigned to a cabinet");
     Ok(Assigned::Sent(pulse))
 }
 
-/// Why a pulse is sent: a payment bought it, or an owner granted it.
-enum Credit<'a> {
+/// Why a pulse is sent: a payment bought it, an owner granted it, or a player paid it
+/// from their wallet.
+pub(crate) enum Credit<'a> {
     Payment(&'a str),
     Operator(&'a str),
+    Wallet(&'a str),
 }
 
-/// Signs a pulse and queues its outbox row for the commit.
-fn queue_pulse(
+/// A new pulse's id (time-ordered).
+pub(crate) fn new_pulse_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Signs pulse `id` and queues its outbox row for the commit.
+pub(crate) fn queue_pulse(
     tx: &mut Tx,
     keys: &Keys,
     cabinet: &Cabinet,
     credits: i64,
     why: Credit<'_>,
+    id: String,
     now: &str,
 ) -> OutboxPulse {
     let (source, payment_id, reason) = match why {
         Credit::Payment(id) => (PulseSource::Stripe, Some(id.to_owned()), None),
         Credit::Operator(r) => (PulseSource::Operator, None, Some(r.to_owned())),
+        Credit::Wallet(w) => (PulseSource::Wallet, None, Some(format!("wallet {w}"))),
     };
     let msg = PulseMessage {
-        id: uuid::Uuid::now_v7().to_string(),
+        id,
         machine_id: cabinet.machine_id.clone(),
         credits,
         timestamp: wire_time(chrono::Utc::now()),

@@ -104,6 +104,12 @@ enum Request {
         reply: Reply<payments::Assigned>,
         done: Option<payments::Assigned>,
     },
+    /// A player pays a play from their wallet.
+    Spend {
+        spend: Box<crate::wallets::Spend>,
+        reply: Reply<crate::wallets::Spent>,
+        done: Option<crate::wallets::Spent>,
+    },
     /// Pulses handed to the broker.
     Handed { ids: Vec<String>, reply: Reply<()> },
     /// Handed marks taken back: those pulses were not sent after all.
@@ -131,7 +137,10 @@ impl Request {
     /// Money (webhooks, operator grants) or bookkeeping (everything else).
     fn is_money(&self) -> bool {
         match self {
-            Self::Webhook { .. } | Self::Grant { .. } | Self::Assign { .. } => true,
+            Self::Webhook { .. }
+            | Self::Grant { .. }
+            | Self::Assign { .. }
+            | Self::Spend { .. } => true,
             Self::Handed { .. }
             | Self::Unhanded { .. }
             | Self::Ack { .. }
@@ -147,6 +156,10 @@ impl Request {
             Self::Grant { done, .. } => done.as_mut().and_then(Option::as_mut),
             Self::Assign {
                 done: Some(payments::Assigned::Sent(p)),
+                ..
+            } => Some(p),
+            Self::Spend {
+                done: Some(crate::wallets::Spent::Sent(p)),
                 ..
             } => Some(p),
             _ => None,
@@ -168,6 +181,9 @@ impl Request {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Assign { reply, done, .. } => {
+                send(reply, committed.and_then(|()| done.ok_or_else(missing)))
+            }
+            Self::Spend { reply, done, .. } => {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Handed { reply, .. } | Self::Unhanded { reply, .. } => send(reply, committed),
@@ -261,6 +277,19 @@ impl Writer {
             machine_id: machine_id.to_owned(),
             credits,
             note: note.to_owned(),
+            reply,
+            done: None,
+        })
+        .await
+    }
+
+    /// Pays a play from a wallet: the debit and the pulse in one commit.
+    pub async fn spend(
+        &self,
+        spend: crate::wallets::Spend,
+    ) -> Result<crate::wallets::Spent, WriteError> {
+        self.call(|reply| Request::Spend {
+            spend: Box::new(spend),
             reply,
             done: None,
         })
@@ -486,6 +515,9 @@ impl Core {
                     payments::assign(tx, &self.keys, payment_id, machine_id, *credits, note)
                         .await?,
                 );
+            }
+            Request::Spend { spend, done, .. } => {
+                *done = Some(crate::wallets::spend(tx, &self.keys, spend).await?);
             }
             Request::Handed { ids, .. } => tx.mark_handed(ids, &now_db()),
             Request::Unhanded { ids, .. } => tx.unmark_handed(ids).await?,

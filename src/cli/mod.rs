@@ -7,6 +7,7 @@ mod money;
 pub mod sim;
 mod tls;
 mod user;
+mod wallet;
 pub mod webhook_test;
 
 use std::ffi::OsString;
@@ -50,6 +51,8 @@ pub enum Command {
     CabinetSim(sim::SimArgs),
     /// Dashboard users: add, list, remove, reset a password.
     User(user::UserArgs),
+    /// Player wallets: check balances against their ledgers.
+    Wallet(wallet::WalletArgs),
     /// Certificates for the embedded broker's TLS listener.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -159,6 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cabinet(args) => cabinet::run(args).await,
         Command::CabinetSim(args) => sim::run(args).await,
         Command::User(args) => user::run(args).await,
+        Command::Wallet(args) => wallet::run(args).await,
         Command::Tls(cmd) => tls::run(cmd),
         Command::WebhookTest(args) => webhook_test::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -18,6 +18,8 @@ pub struct CheckoutTerms {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Credited,
+    /// A wallet top-up was added to its balance.
+    ToppedUp,
     /// Seen before (same event id, or a session already settled).
     Duplicate,
     Review(String),
@@ -35,6 +37,7 @@ impl Outcome {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Credited => "credited",
+            Self::ToppedUp => "topped_up",
             Self::Duplicate => "duplicate",
             Self::Review(_) => "review",
             Self::Waiting => "waiting",

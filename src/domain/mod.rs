@@ -11,6 +11,7 @@ pub mod password;
 mod pulse;
 mod secrets;
 mod status;
+pub mod wallet;
 
 pub use booking::{book, book_stored, claimed_machine, Booking, CheckoutTerms, Outcome};
 pub use bundles::{
@@ -25,7 +26,9 @@ pub use pulse::{
 pub use secrets::{
     derive_cabinet_secret, hash_cabinet_secret, random_token, verify_cabinet_secret,
 };
-pub use status::{CheckoutStatus, PaymentStatus, PulseState, Role, Stage, UnknownState};
+pub use status::{
+    CheckoutStatus, LedgerKind, PaymentStatus, PulseState, Role, Stage, UnknownState,
+};
 
 use std::fmt;
 

@@ -99,6 +99,26 @@ states! {
         Stripe = "stripe",
         /// An owner granted it by hand.
         Operator = "operator",
+        /// A player paid it from their wallet.
+        Wallet = "wallet",
+    }
+}
+
+states! {
+    /// What a wallet ledger row records.
+    LedgerKind, "ledger kind" {
+        /// Money paid in through Stripe.
+        Topup = "topup",
+        /// The package's extra on a top-up.
+        Bonus = "bonus",
+        /// A play paid from the balance.
+        Play = "play",
+        /// Money paid back (a refunded top-up).
+        Refund = "refund",
+        /// An owner's correction, with a reason.
+        Adjustment = "adjustment",
+        /// Unused balance that expired.
+        Expiry = "expiry",
     }
 }
 
@@ -148,6 +168,15 @@ states! {
 }
 
 impl Stage {
+    /// A play paid from a wallet: paid the moment its pulse exists.
+    pub fn of_pulse(pulse: PulseState) -> Self {
+        match pulse {
+            PulseState::Queued => Self::Paid,
+            PulseState::Handed => Self::Sent,
+            PulseState::Acked => Self::Confirmed,
+        }
+    }
+
     /// The thanks page's stage from the payment behind the session (None: no webhook yet)
     /// and its pulse.
     pub fn of(payment: Option<PaymentStatus>, pulse: PulseState) -> Self {

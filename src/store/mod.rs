@@ -17,6 +17,7 @@ mod sql;
 mod stripe_prices;
 mod tx;
 mod users;
+mod wallets;
 
 pub use cabinets::{CabinetPatch, NewCabinet};
 pub use checkout_sessions::{Progress, StoredSession};
@@ -29,6 +30,7 @@ pub use plays::{NewPlay, Play};
 pub use pulses::{AckOutcome, NewPulse, OutboxPulse, Pulse};
 pub use tx::Tx;
 pub use users::{AuditEntry, Failures, NewAudit, User};
+pub use wallets::{BalanceMismatch, LedgerRow, NewLedgerRow, Topup, Wallet};
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -90,6 +90,16 @@ impl Store {
         .await?)
     }
 
+    pub async fn pulse(&self, id: &str) -> Result<Option<Pulse>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, machine_id, credits, source, payment_id, reason, created_at, published_at, \
+             acked_at FROM pulses WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Oldest unpublished pulses after `after` (created_at, id: a paging cursor).
     pub async fn unpublished_pulses(
         &self,

@@ -197,4 +197,61 @@ impl StripeApi {
         let refund = Refund::create(&client, params).await?;
         Ok(refund.id.to_string())
     }
+
+    /// A Checkout Session that tops up `wallet_id` by paying `amount_minor` (its metadata
+    /// marks it as a top-up; what the wallet gets is stored by coinpulse, not read back).
+    pub async fn create_topup_checkout(
+        &self,
+        t: &NewTopupCheckout<'_>,
+    ) -> Result<(String, String), StripeApiError> {
+        let client = self
+            .client()?
+            .clone()
+            .with_strategy(RequestStrategy::Idempotent(t.idempotency_key.to_owned()));
+        let (mark, value) = crate::wallets::TOPUP_MARK;
+        let metadata = HashMap::from([
+            (mark.to_string(), value.to_string()),
+            ("wallet_id".to_string(), t.wallet_id.to_string()),
+        ]);
+        let mut params = CreateCheckoutSession::new();
+        params.mode = Some(CheckoutSessionMode::Payment);
+        params.success_url = Some(t.success_url);
+        params.cancel_url = Some(t.cancel_url);
+        params.client_reference_id = Some(t.wallet_id);
+        params.metadata = Some(metadata.clone());
+        params.allow_promotion_codes = Some(false);
+        params.payment_intent_data = Some(CreateCheckoutSessionPaymentIntentData {
+            metadata: Some(metadata),
+            ..Default::default()
+        });
+        params.line_items = Some(vec![CreateCheckoutSessionLineItems {
+            quantity: Some(1),
+            price_data: Some(CreateCheckoutSessionLineItemsPriceData {
+                currency: currency(t.currency)?,
+                unit_amount: Some(t.amount_minor),
+                product_data: Some(CreateCheckoutSessionLineItemsPriceDataProductData {
+                    name: t.product_name.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        let session = CheckoutSession::create(&client, params).await?;
+        let url = session.url.ok_or_else(|| {
+            StripeApiError::Unreachable("Stripe returned a session without a URL".into())
+        })?;
+        Ok((session.id.to_string(), url))
+    }
+}
+
+/// A wallet top-up to pay through Checkout.
+pub struct NewTopupCheckout<'a> {
+    pub wallet_id: &'a str,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    pub product_name: &'a str,
+    pub success_url: &'a str,
+    pub cancel_url: &'a str,
+    pub idempotency_key: &'a str,
 }

@@ -9,6 +9,7 @@ pub mod html;
 mod limits;
 mod pay;
 mod status;
+mod wallet;
 mod webhooks;
 
 use std::sync::Arc;
@@ -91,7 +92,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, public_url: &str) {
     // The player's pages: the QR sticker points at /p/{machine_id}.
     .route("/p/{machine_id}", web::get().to(pay::page))
     .route("/p/{machine_id}/checkout", web::post().to(pay::checkout))
+    .route(
+        "/p/{machine_id}/wallet",
+        web::post().to(pay::play_from_wallet),
+    )
     .route("/p/{machine_id}/thanks", web::get().to(pay::thanks))
+    // The player's wallet.
+    .route("/w", web::get().to(wallet::page))
+    .route("/w/topup", web::post().to(wallet::topup))
     .route("/p/{machine_id}/status", web::get().to(pay::status))
     .service(
         web::scope("/api/v1")

@@ -11,4 +11,5 @@ mod delivery;
 mod gameover;
 mod pay;
 mod restart;
+mod wallet;
 mod webhooks;

@@ -3,9 +3,8 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
-use super::{csrf_for, load, nonce_is_fresh, Loaded, Payable, COOKIE};
+use super::{checked_form, load, Loaded, Payable};
 use crate::checkout::{self, Buyer, CheckoutError};
 use crate::error::{AppError, PageError};
 use crate::web::AppState;
@@ -24,12 +23,7 @@ pub async fn checkout(
     form: web::Form<CheckoutForm>,
 ) -> Result<HttpResponse, PageError> {
     let back = || Some(format!("/p/{}", path.as_str()));
-    let cookie = req.cookie(COOKIE).map(|c| c.value().to_owned());
-    let form_ok = cookie.as_deref().is_some_and(|c| {
-        let expected = csrf_for(&state, c, path.as_str(), &form.nonce);
-        bool::from(expected.as_bytes().ct_eq(form.csrf.as_bytes())) && nonce_is_fresh(&form.nonce)
-    });
-    let Some(cookie) = cookie.filter(|_| form_ok) else {
+    let Some(cookie) = checked_form(&state, &req, path.as_str(), &form.csrf, &form.nonce) else {
         tracing::warn!(machine_id = %path.as_str(), "checkout refused: missing or bad CSRF token");
         return Err(AppError::Forbidden(
             "This page expired. Go back to the machine's page and choose again.".into(),

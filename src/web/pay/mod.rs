@@ -4,10 +4,12 @@
 mod checkout;
 mod page;
 mod thanks;
+mod wallet;
 
 pub use checkout::checkout;
 pub use page::page;
 pub use thanks::{status, thanks};
+pub use wallet::play_from_wallet;
 
 use actix_web::HttpResponse;
 
@@ -18,7 +20,9 @@ use crate::domain::{
 use crate::error::{AppError, PageError};
 
 /// The pay page's cookie: a random id per phone, for the form token and session reuse.
-const COOKIE: &str = "cp_pay";
+pub(super) const COOKIE: &str = "cp_pay";
+/// The wallet cookie: the phone's wallet id, signed (see `domain::wallet`).
+pub(super) const WALLET_COOKIE: &str = "cp_wallet";
 /// How long a pay page's form stays valid.
 const FORM_LIFETIME_SECS: i64 = 3600;
 
@@ -80,18 +84,18 @@ async fn load(state: &AppState, raw: &str) -> Result<Loaded, PageError> {
 /// The form's token binds the page cookie, the cabinet and the server-issued nonce, so
 /// neither the nonce (which becomes Stripe's idempotency key) nor the cabinet can be chosen
 /// by the client.
-fn csrf_for(state: &AppState, cookie: &str, machine_id: &str, nonce: &str) -> String {
+pub(super) fn csrf_for(state: &AppState, cookie: &str, machine_id: &str, nonce: &str) -> String {
     state
         .keys
         .mac("pay-csrf", &format!("{cookie}|{machine_id}|{nonce}"))
 }
 
 /// A fresh nonce: random, with the time it was issued.
-fn new_nonce() -> String {
+pub(super) fn new_nonce() -> String {
     format!("{}.{}", random_token(12), chrono::Utc::now().timestamp())
 }
 
-fn nonce_is_fresh(nonce: &str) -> bool {
+pub(super) fn nonce_is_fresh(nonce: &str) -> bool {
     nonce
         .rsplit_once('.')
         .and_then(|(_, t)| t.parse::<i64>().ok())
@@ -99,6 +103,69 @@ fn nonce_is_fresh(nonce: &str) -> bool {
             let age = chrono::Utc::now().timestamp() - t;
             (-60..=FORM_LIFETIME_SECS).contains(&age)
         })
+}
+
+/// The phone's pay cookie when the form's token matches it (for `scope`: a machine id,
+/// or "wallet" for the wallet page) and its nonce is fresh.
+pub(super) fn checked_form(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+    scope: &str,
+    csrf: &str,
+    nonce: &str,
+) -> Option<String> {
+    use subtle::ConstantTimeEq;
+    let cookie = req.cookie(COOKIE).map(|c| c.value().to_owned())?;
+    let expected = csrf_for(state, &cookie, scope, nonce);
+    let ok = bool::from(expected.as_bytes().ct_eq(csrf.as_bytes())) && nonce_is_fresh(nonce);
+    ok.then_some(cookie)
+}
+
+/// The pay cookie a page keeps (or a new one), and the cookie to set for it.
+pub(super) fn pay_cookie(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+) -> (String, actix_web::cookie::Cookie<'static>) {
+    let value = req
+        .cookie(COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|v| v.len() == 32)
+        .unwrap_or_else(|| random_token(16));
+    let cookie = actix_web::cookie::Cookie::build(COOKIE, value.clone())
+        .path("/")
+        .http_only(true)
+        .secure(state.settings.public_url.starts_with("https://"))
+        .same_site(actix_web::cookie::SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::days(30))
+        .finish();
+    (value, cookie)
+}
+
+/// The wallet this phone's cookie names, if the cookie is genuine and the wallet exists.
+pub(super) async fn phone_wallet(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+) -> Option<crate::store::Wallet> {
+    let value = req.cookie(WALLET_COOKIE)?;
+    let id = crate::domain::wallet::wallet_of_cookie(&state.keys, value.value())?;
+    state.store.wallet(&id).await.ok().flatten()
+}
+
+/// The long-lived cookie that binds a wallet to this phone.
+pub(super) fn wallet_cookie(
+    state: &AppState,
+    wallet_id: &str,
+) -> actix_web::cookie::Cookie<'static> {
+    actix_web::cookie::Cookie::build(
+        WALLET_COOKIE,
+        crate::domain::wallet::cookie_value(&state.keys, wallet_id),
+    )
+    .path("/")
+    .http_only(true)
+    .secure(state.settings.public_url.starts_with("https://"))
+    .same_site(actix_web::cookie::SameSite::Lax)
+    .max_age(actix_web::cookie::time::Duration::days(730))
+    .finish()
 }
 
 #[cfg(test)]

@@ -1,12 +1,11 @@
 //! `GET /p/{machine_id}`: the bundles a cabinet offers, each a one-tap form.
 
-use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::{csrf_for, load, new_nonce, Loaded, Payable, COOKIE};
-use crate::domain::{random_token, Bundle, Money};
+use super::{csrf_for, load, new_nonce, pay_cookie, phone_wallet, Loaded, Payable};
+use crate::domain::{Bundle, Money};
 use crate::error::PageError;
 use crate::web::{html, AppState};
 
@@ -27,6 +26,14 @@ struct PayPage {
     bundles: Vec<BundleView>,
     csrf: String,
     nonce: String,
+    wallet: Option<WalletOffer>,
+}
+
+/// What this phone's wallet can pay here.
+pub struct WalletOffer {
+    pub balance: String,
+    /// Bundles the balance covers: (index, title, price, balance left after).
+    pub options: Vec<(usize, String, String, String)>,
 }
 
 /// The small line under a bundle: how many plays a label hides, and the price per play.
@@ -60,12 +67,27 @@ pub async fn page(
         Loaded::Payable(p) => p,
         Loaded::Unavailable(res) => return Ok(res),
     };
-    let cookie_value = req
-        .cookie(COOKIE)
-        .map(|c| c.value().to_owned())
-        .filter(|v| v.len() == 32)
-        .unwrap_or_else(|| random_token(16));
+    let (cookie_value, cookie) = pay_cookie(&state, &req);
     let nonce = new_nonce();
+    let wallet = phone_wallet(&state, &req)
+        .await
+        .filter(|w| w.currency == cabinet.currency)
+        .map(|w| WalletOffer {
+            balance: Money::format(w.balance_minor, &w.currency),
+            options: bundles
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.price_minor <= w.balance_minor)
+                .map(|(i, b)| {
+                    (
+                        i,
+                        b.title(),
+                        Money::format(b.price_minor, &w.currency),
+                        Money::format(w.balance_minor - b.price_minor, &w.currency),
+                    )
+                })
+                .collect(),
+        });
     let views = bundles
         .iter()
         .enumerate()
@@ -84,15 +106,9 @@ pub async fn page(
         game: cabinet.game,
         location: cabinet.location,
         bundles: views,
+        wallet,
     };
     let mut res = html::page(StatusCode::OK, &page);
-    let cookie = Cookie::build(COOKIE, cookie_value)
-        .path("/p")
-        .http_only(true)
-        .secure(state.settings.public_url.starts_with("https://"))
-        .same_site(SameSite::Strict)
-        .max_age(actix_web::cookie::time::Duration::days(30))
-        .finish();
     let _ = res.add_cookie(&cookie);
     Ok(res)
 }

@@ -11,9 +11,25 @@ use crate::domain::Stage;
 use crate::error::{AppError, PageError};
 use crate::web::{html, AppState};
 
+/// A card payment's checkout session, or the pulse a wallet paid for.
 #[derive(Deserialize)]
 pub struct SessionQuery {
-    session_id: String,
+    session_id: Option<String>,
+    pulse: Option<String>,
+}
+
+impl SessionQuery {
+    /// This query again, for the status URL the page polls.
+    fn encoded(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(s) = &self.session_id {
+            q.append_pair("session_id", s);
+        }
+        if let Some(p) = &self.pulse {
+            q.append_pair("pulse", p);
+        }
+        q.finish()
+    }
 }
 
 #[derive(Template)]
@@ -29,14 +45,26 @@ struct ThanksPage {
 async fn stage(
     state: &AppState,
     machine_id: &str,
-    session_id: &str,
+    q: &SessionQuery,
 ) -> Result<Option<Stage>, AppError> {
-    checkout::stage(&state.store, machine_id, session_id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "thanks page: database error");
-            AppError::Unavailable("Please try again in a moment.".into())
-        })
+    let trouble = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "thanks page: database error");
+        AppError::Unavailable("Please try again in a moment.".into())
+    };
+    match (&q.session_id, &q.pulse) {
+        (Some(session_id), _) => checkout::stage(&state.store, machine_id, session_id)
+            .await
+            .map_err(trouble),
+        // Paid from a wallet: the money is taken with the pulse, so it starts at "paid".
+        (None, Some(pulse)) => Ok(state
+            .store
+            .pulse(pulse)
+            .await
+            .map_err(trouble)?
+            .filter(|p| p.machine_id == machine_id)
+            .map(|p| Stage::of_pulse(p.state()))),
+        (None, None) => Ok(None),
+    }
 }
 
 pub async fn thanks(
@@ -44,7 +72,7 @@ pub async fn thanks(
     path: web::Path<String>,
     q: web::Query<SessionQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let stage = stage(&state, &path, &q.session_id)
+    let stage = stage(&state, &path, &q)
         .await
         .map_err(|e| e.page("Please try again", None))?
         .ok_or_else(|| {
@@ -62,10 +90,9 @@ pub async fn thanks(
         .flatten()
         .map(|c| c.name)
         .unwrap_or_default();
-    let query: String = form_urlencoded::byte_serialize(q.session_id.as_bytes()).collect();
     let page = ThanksPage {
         name,
-        status_url: format!("/p/{}/status?session_id={query}", path.as_str()),
+        status_url: format!("/p/{}/status?{}", path.as_str(), q.encoded()),
         step: stage.step(),
         message: stage.message(),
         refresh: !stage.is_final(),
@@ -78,7 +105,7 @@ pub async fn status(
     path: web::Path<String>,
     q: web::Query<SessionQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let stage = stage(&state, &path, &q.session_id)
+    let stage = stage(&state, &path, &q)
         .await?
         .ok_or_else(|| AppError::NotFound("no such checkout for this machine".into()))?;
     Ok(HttpResponse::Ok()

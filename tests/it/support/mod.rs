@@ -4,10 +4,12 @@
 mod app;
 mod cabinet;
 mod dashboard;
+mod phone;
 pub mod stripe;
 mod webhooks;
 
 pub use app::*;
 pub use cabinet::*;
 pub use dashboard::*;
+pub use phone::*;
 pub use webhooks::*;

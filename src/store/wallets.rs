@@ -1,0 +1,293 @@
+//! Wallets, their ledger, top-ups and top-up packages. Every balance change appends a
+//! ledger row and moves the cached balance in the same transaction, on the writer's
+//! [`Tx`]; the pool only reads (and creates empty wallets and open top-ups).
+
+use serde::Serialize;
+
+use super::{Store, StoreError, Tx};
+use crate::domain::wallet::TopupPackage;
+use crate::domain::{now_db, LedgerKind};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Wallet {
+    pub id: String,
+    pub currency: String,
+    pub email: Option<String>,
+    pub balance_minor: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LedgerRow {
+    pub id: String,
+    pub wallet_id: String,
+    #[sqlx(try_from = "String")]
+    pub kind: LedgerKind,
+    pub amount_minor: i64,
+    pub reason: String,
+    pub reference: String,
+    pub machine_id: Option<String>,
+    pub created_at: String,
+}
+
+/// A top-up as coinpulse created it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Topup {
+    pub checkout_session_id: String,
+    pub wallet_id: String,
+    pub pay_minor: i64,
+    pub credit_minor: i64,
+    pub currency: String,
+    pub url: String,
+    pub status: String,
+    pub payment_intent_id: Option<String>,
+    pub created_at: String,
+}
+
+/// A wallet whose cached balance is not the sum of its ledger.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BalanceMismatch {
+    pub id: String,
+    pub balance_minor: i64,
+    pub ledger_minor: i64,
+}
+
+const WALLET: &str =
+    "SELECT id, currency, email, balance_minor, created_at, updated_at FROM wallets";
+const TOPUP: &str =
+    "SELECT checkout_session_id, wallet_id, pay_minor, credit_minor, currency, url, \
+     status, payment_intent_id, created_at FROM wallet_topups";
+
+impl Store {
+    pub async fn wallet(&self, id: &str) -> Result<Option<Wallet>, StoreError> {
+        Ok(sqlx::query_as(&format!("{WALLET} WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// A new, empty wallet (its first top-up is on its way).
+    pub async fn create_wallet(&self, currency: &str) -> Result<Wallet, StoreError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let now = now_db();
+        sqlx::query(
+            "INSERT INTO wallets (id, currency, balance_minor, created_at, updated_at) \
+             VALUES ($1, $2, 0, $3, $3)",
+        )
+        .bind(&id)
+        .bind(currency)
+        .bind(&now)
+        .execute(&self.pool)
+        .await?;
+        Ok(self.wallet(&id).await?.expect("wallet just created"))
+    }
+
+    pub async fn ledger(&self, wallet_id: &str, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, wallet_id, kind, amount_minor, reason, reference, machine_id, created_at \
+             FROM wallet_ledger WHERE wallet_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(wallet_id)
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn insert_topup(&self, t: &Topup) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO wallet_topups (checkout_session_id, wallet_id, pay_minor, credit_minor, \
+             currency, url, status, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)",
+        )
+        .bind(&t.checkout_session_id)
+        .bind(&t.wallet_id)
+        .bind(t.pay_minor)
+        .bind(t.credit_minor)
+        .bind(&t.currency)
+        .bind(&t.url)
+        .bind(&t.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn topups(&self, wallet_id: &str) -> Result<Vec<Topup>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "{TOPUP} WHERE wallet_id = $1 ORDER BY created_at DESC"
+        ))
+        .bind(wallet_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn topup_packages(&self, currency: &str) -> Result<Vec<TopupPackage>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, i64, String)>(
+            "SELECT pay_minor, credit_minor, label FROM topup_packages WHERE currency = $1 \
+             ORDER BY position",
+        )
+        .bind(currency)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|(pay_minor, credit_minor, label)| TopupPackage {
+            pay_minor,
+            credit_minor,
+            label,
+        })
+        .collect())
+    }
+
+    pub async fn set_topup_packages(
+        &self,
+        currency: &str,
+        packages: &[TopupPackage],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        sqlx::query("DELETE FROM topup_packages WHERE currency = $1")
+            .bind(currency)
+            .execute(&mut *tx)
+            .await?;
+        for (i, p) in packages.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO topup_packages (currency, position, pay_minor, credit_minor, label) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(currency)
+            .bind(i as i64)
+            .bind(p.pay_minor)
+            .bind(p.credit_minor)
+            .bind(&p.label)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The pulse a "Play now" token paid for, if it was used.
+    pub async fn wallet_spend(&self, token: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT pulse_id FROM wallet_spends WHERE token = $1")
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Wallets whose cached balance differs from their ledger's sum (none, always).
+    pub async fn balance_mismatches(&self) -> Result<Vec<BalanceMismatch>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT w.id, w.balance_minor, CAST(COALESCE((SELECT SUM(l.amount_minor) \
+             FROM wallet_ledger l WHERE l.wallet_id = w.id), 0) AS BIGINT) AS ledger_minor \
+             FROM wallets w WHERE w.balance_minor <> CAST(COALESCE((SELECT SUM(l.amount_minor) \
+             FROM wallet_ledger l WHERE l.wallet_id = w.id), 0) AS BIGINT)",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// One ledger row to append.
+pub struct NewLedgerRow<'a> {
+    pub wallet_id: &'a str,
+    pub kind: LedgerKind,
+    pub amount_minor: i64,
+    pub reason: &'a str,
+    pub reference: &'a str,
+    pub machine_id: Option<&'a str>,
+    pub at: &'a str,
+}
+
+impl Tx {
+    pub async fn topup(&mut self, session_id: &str) -> Result<Option<Topup>, StoreError> {
+        Ok(
+            sqlx::query_as(&format!("{TOPUP} WHERE checkout_session_id = $1"))
+                .bind(session_id)
+                .fetch_optional(self.conn())
+                .await?,
+        )
+    }
+
+    pub async fn set_topup_status(
+        &mut self,
+        session_id: &str,
+        status: &str,
+        payment_intent_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE wallet_topups SET status = $2, \
+             payment_intent_id = COALESCE($3, payment_intent_id) WHERE checkout_session_id = $1",
+        )
+        .bind(session_id)
+        .bind(status)
+        .bind(payment_intent_id)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Appends a ledger row and moves the cached balance with it. False when a row of the
+    /// same kind and reference exists (already applied), or when it would take the
+    /// balance below zero: then nothing changes.
+    pub async fn append_ledger(&mut self, row: &NewLedgerRow<'_>) -> Result<bool, StoreError> {
+        let moved = sqlx::query(
+            "UPDATE wallets SET balance_minor = balance_minor + $2, updated_at = $3 \
+             WHERE id = $1 AND balance_minor + $2 >= 0 AND NOT EXISTS \
+             (SELECT 1 FROM wallet_ledger WHERE kind = $4 AND reference = $5)",
+        )
+        .bind(row.wallet_id)
+        .bind(row.amount_minor)
+        .bind(row.at)
+        .bind(row.kind.as_str())
+        .bind(row.reference)
+        .execute(self.conn())
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO wallet_ledger (id, wallet_id, kind, amount_minor, reason, reference, \
+             machine_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(row.wallet_id)
+        .bind(row.kind.as_str())
+        .bind(row.amount_minor)
+        .bind(row.reason)
+        .bind(row.reference)
+        .bind(row.machine_id)
+        .bind(row.at)
+        .execute(self.conn())
+        .await?;
+        Ok(true)
+    }
+
+    /// The pulse a "Play now" token already paid for.
+    pub async fn wallet_spend(&mut self, token: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT pulse_id FROM wallet_spends WHERE token = $1")
+                .bind(token)
+                .fetch_optional(self.conn())
+                .await?,
+        )
+    }
+
+    pub async fn record_wallet_spend(
+        &mut self,
+        token: &str,
+        wallet_id: &str,
+        pulse_id: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO wallet_spends (token, wallet_id, pulse_id, used_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token)
+        .bind(wallet_id)
+        .bind(pulse_id)
+        .bind(at)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+}

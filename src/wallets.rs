@@ -1,0 +1,159 @@
+//! Wallet money: a top-up's webhook adds to the balance exactly once, and a "Play now" tap
+//! takes from it and queues the signed pulse in the same transaction. Both run on the
+//! single writer's [`Tx`], like every other change of money.
+
+use crate::domain::Keys;
+use crate::domain::{now_db, LedgerKind, Outcome};
+use crate::payments::{new_pulse_id, queue_pulse, Credit, WebhookOutcome};
+use crate::store::{NewLedgerRow, OutboxPulse, StoreError, Topup, Tx};
+use crate::stripe::webhook::{CheckoutSession, Event, EventBody};
+
+/// The metadata key and value coinpulse puts on a top-up's Checkout Session.
+pub const TOPUP_MARK: (&str, &str) = ("kind", "wallet_topup");
+
+pub fn marked_as_topup(s: &CheckoutSession) -> bool {
+    s.metadata.get(TOPUP_MARK.0).map(String::as_str) == Some(TOPUP_MARK.1)
+}
+
+/// Applies a checkout event for a session coinpulse created as a top-up. What the wallet
+/// gets comes from the stored top-up, never from the session's metadata; the ledger's
+/// unique (kind, reference) makes a repeated or parallel event add nothing.
+pub async fn topup_event(
+    tx: &mut Tx,
+    ev: &Event,
+    s: &CheckoutSession,
+    t: &Topup,
+    now: &str,
+) -> Result<WebhookOutcome, StoreError> {
+    let paid = match &ev.body {
+        EventBody::CheckoutCompleted(_) => {
+            matches!(s.payment_status.as_str(), "paid" | "no_payment_required")
+        }
+        EventBody::CheckoutAsyncSucceeded(_) => true,
+        EventBody::CheckoutAsyncFailed(_) | EventBody::CheckoutExpired(_) => {
+            let (status, outcome) = match ev.body {
+                EventBody::CheckoutExpired(_) => ("expired", Outcome::Expired),
+                _ => ("failed", Outcome::Failed),
+            };
+            if t.status == "open" {
+                tx.set_topup_status(&t.checkout_session_id, status, None)
+                    .await?;
+            }
+            return Ok(WebhookOutcome::outcome(outcome));
+        }
+        _ => return Ok(WebhookOutcome::outcome(Outcome::Ignored)),
+    };
+    if !paid {
+        return Ok(WebhookOutcome::outcome(Outcome::Waiting));
+    }
+    let received = s.amount_total.unwrap_or(0);
+    if received < t.pay_minor || s.currency.as_deref() != Some(t.currency.as_str()) {
+        // Never credit more than was paid for; the owner sees it in the log and Stripe.
+        tracing::warn!(session = %t.checkout_session_id, wallet = %t.wallet_id, expected = t.pay_minor,
+            received, "top-up paid less than its package; not credited");
+        tx.set_topup_status(
+            &t.checkout_session_id,
+            "review",
+            s.payment_intent.as_deref(),
+        )
+        .await?;
+        return Ok(WebhookOutcome::outcome(Outcome::Review(format!(
+            "top-up paid {received}, expected {}",
+            t.pay_minor
+        ))));
+    }
+    let row = |kind, amount_minor, reason| NewLedgerRow {
+        wallet_id: &t.wallet_id,
+        kind,
+        amount_minor,
+        reason,
+        reference: &t.checkout_session_id,
+        machine_id: None,
+        at: now,
+    };
+    if !tx
+        .append_ledger(&row(LedgerKind::Topup, t.pay_minor, "top-up"))
+        .await?
+    {
+        return Ok(WebhookOutcome::outcome(Outcome::Duplicate));
+    }
+    let bonus = t.credit_minor - t.pay_minor;
+    if bonus > 0 {
+        tx.append_ledger(&row(LedgerKind::Bonus, bonus, "top-up bonus"))
+            .await?;
+    }
+    tx.set_topup_status(&t.checkout_session_id, "paid", s.payment_intent.as_deref())
+        .await?;
+    tracing::info!(wallet = %t.wallet_id, session = %t.checkout_session_id, paid = t.pay_minor,
+        credited = t.credit_minor, "wallet topped up");
+    Ok(WebhookOutcome::outcome(Outcome::ToppedUp))
+}
+
+/// A "Play now" request: this wallet pays `price_minor` for `credits` on a cabinet.
+#[derive(Debug, Clone)]
+pub struct Spend {
+    pub wallet_id: String,
+    pub machine_id: String,
+    pub credits: i64,
+    pub price_minor: i64,
+    /// The form's single-use token.
+    pub token: String,
+}
+
+/// What a tap came to.
+#[derive(Debug, Clone)]
+pub enum Spent {
+    Sent(OutboxPulse),
+    /// The token was used before (a double tap): its pulse.
+    Again(String),
+    /// The balance does not cover it; nothing was taken.
+    Insufficient,
+    /// The cabinet is gone, disabled or archived.
+    Unavailable,
+}
+
+/// Takes the price from the wallet and queues the pulse, in one transaction. The balance
+/// cannot go below zero: the debit is conditional on it, so of two taps that together
+/// exceed it, one fails.
+pub async fn spend(tx: &mut Tx, keys: &Keys, s: &Spend) -> Result<Spent, StoreError> {
+    if let Some(pulse) = tx.wallet_spend(&s.token).await? {
+        return Ok(Spent::Again(pulse));
+    }
+    let Some(cabinet) = tx
+        .cabinet(&s.machine_id)
+        .await?
+        .filter(|c| c.enabled && c.archived_at.is_none())
+    else {
+        return Ok(Spent::Unavailable);
+    };
+    let now = now_db();
+    let pulse_id = new_pulse_id();
+    let debited = tx
+        .append_ledger(&NewLedgerRow {
+            wallet_id: &s.wallet_id,
+            kind: LedgerKind::Play,
+            amount_minor: -s.price_minor,
+            reason: &format!("{} credit(s) on {}", s.credits, cabinet.name),
+            reference: &pulse_id,
+            machine_id: Some(&cabinet.machine_id),
+            at: &now,
+        })
+        .await?;
+    if !debited {
+        return Ok(Spent::Insufficient);
+    }
+    tx.record_wallet_spend(&s.token, &s.wallet_id, &pulse_id, &now)
+        .await?;
+    let pulse = queue_pulse(
+        tx,
+        keys,
+        &cabinet,
+        s.credits,
+        Credit::Wallet(&s.wallet_id),
+        pulse_id,
+        &now,
+    );
+    tracing::info!(wallet = %s.wallet_id, machine_id = %cabinet.machine_id, credits = s.credits,
+        price = s.price_minor, pulse_id = %pulse.id, "played from wallet");
+    Ok(Spent::Sent(pulse))
+}

@@ -1,0 +1,115 @@
+//! `POST /p/{machine_id}/wallet`: "Play now" — pays a bundle from the phone's wallet. The
+//! form's nonce is the single-use token: a double tap spends once and lands on the same
+//! thanks page.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{checked_form, load, phone_wallet, Loaded, Payable};
+use crate::error::{AppError, PageError};
+use crate::wallets::{Spend, Spent};
+use crate::web::{html, AppState};
+
+#[derive(Deserialize)]
+pub struct WalletForm {
+    bundle: usize,
+    csrf: String,
+    nonce: String,
+}
+
+fn see_other(to: String) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
+pub async fn play_from_wallet(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<WalletForm>,
+) -> Result<HttpResponse, PageError> {
+    let back = || Some(format!("/p/{}", path.as_str()));
+    let Some(cookie) = checked_form(&state, &req, path.as_str(), &form.csrf, &form.nonce) else {
+        tracing::warn!(machine_id = %path.as_str(), "wallet play refused: missing or bad CSRF token");
+        return Err(AppError::Forbidden(
+            "This page expired. Go back to the machine's page and choose again.".into(),
+        )
+        .page("Please start again", back()));
+    };
+    if let Err(wait) = state
+        .limits
+        .checkout(req.peer_addr().map(|a| a.ip()), &cookie)
+    {
+        let secs = wait.as_secs().max(1);
+        return Err(AppError::TooManyRequests {
+            message: format!(
+                "Too many attempts from this phone. Please wait {secs} seconds and try again."
+            ),
+            retry_after_secs: secs,
+        }
+        .page("Too many attempts", back()));
+    }
+    // The same availability rule as a card payment: disabled, archived or offline
+    // cabinets take nothing.
+    let Payable { cabinet, bundles } = match load(&state, &path).await? {
+        Loaded::Payable(p) => p,
+        Loaded::Unavailable(res) => return Ok(res),
+    };
+    let Some(bundle) = bundles.get(form.bundle) else {
+        return Err(AppError::BadRequest(
+            "That option is no longer offered. Please choose again.".into(),
+        )
+        .page("Please choose again", back()));
+    };
+    let Some(wallet) = phone_wallet(&state, &req).await else {
+        return Ok(see_other(format!("/w?from={}", cabinet.machine_id)));
+    };
+    if wallet.currency != cabinet.currency {
+        return Err(AppError::Conflict(format!(
+            "Your balance is in {}; this machine takes {}. Please pay by card.",
+            wallet.currency.to_ascii_uppercase(),
+            cabinet.currency.to_ascii_uppercase()
+        ))
+        .page("Different currency", back()));
+    }
+    let spent = state
+        .writer
+        .spend(Spend {
+            wallet_id: wallet.id.clone(),
+            machine_id: cabinet.machine_id.clone(),
+            credits: bundle.credits,
+            price_minor: bundle.price_minor,
+            token: form.nonce.clone(),
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "wallet play: writer failed");
+            AppError::Unavailable(
+                "Something went wrong on our side. Nothing was taken from your balance. Please try again.".into(),
+            )
+            .page("Please try again", back())
+        })?;
+    let thanks = |pulse: &str| {
+        see_other(format!(
+            "/p/{}/thanks?pulse={}",
+            cabinet.machine_id,
+            form_urlencoded::byte_serialize(pulse.as_bytes()).collect::<String>()
+        ))
+    };
+    Ok(match spent {
+        Spent::Sent(p) => thanks(&p.id),
+        Spent::Again(pulse) => thanks(&pulse),
+        Spent::Insufficient => html::message_page(
+            HttpResponse::PaymentRequired(),
+            "Not enough on your balance",
+            "Nothing was taken. Top up your wallet, or pay by card on the machine's page.",
+            Some(&format!("/w?from={}", cabinet.machine_id)),
+        ),
+        Spent::Unavailable => html::message(
+            &format!("{} is unavailable", cabinet.name),
+            crate::domain::cabinet::DISABLED,
+        ),
+    })
+}

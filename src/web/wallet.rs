@@ -1,0 +1,306 @@
+//! The player's wallet page (`/w`): balance, history, top-up packages; and `POST /w/topup`,
+//! which creates the wallet on the first top-up and hands the player to Stripe Checkout.
+//! Phone-first and server-rendered, like the pay page.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::pay::{checked_form, csrf_for, new_nonce, pay_cookie, phone_wallet, wallet_cookie};
+use super::{html, AppState};
+use crate::domain::wallet::{default_packages, TopupPackage};
+use crate::domain::{Currency, LedgerKind, MachineId, Money};
+use crate::error::{AppError, PageError};
+use crate::store::{Topup, Wallet};
+use crate::stripe::api::NewTopupCheckout;
+
+/// The form scope of the wallet page's token (a pay page's is its machine id).
+const SCOPE: &str = "wallet";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WalletQuery {
+    /// The cabinet the player came from, to go back to.
+    from: String,
+    currency: String,
+    /// The top-up Stripe just sent the player back from.
+    topup: String,
+}
+
+pub struct Line {
+    pub when: String,
+    pub what: String,
+    pub amount: String,
+    pub plus: bool,
+}
+
+pub struct PackageView {
+    pub index: usize,
+    pub pay: String,
+    pub credit: String,
+    pub label: String,
+}
+
+#[derive(Template)]
+#[template(path = "pay/wallet.html")]
+struct WalletPage {
+    balance: Option<String>,
+    lines: Vec<Line>,
+    packages: Vec<PackageView>,
+    currency: String,
+    from: String,
+    back: Option<(String, String)>,
+    /// "received" / "waiting" for the top-up the player just paid.
+    topup_state: Option<&'static str>,
+    csrf: String,
+    nonce: String,
+}
+
+async fn currency_for(state: &AppState, wallet: Option<&Wallet>, q: &WalletQuery) -> String {
+    if let Some(w) = wallet {
+        return w.currency.clone();
+    }
+    if let Ok(id) = MachineId::parse(&q.from) {
+        if let Ok(Some(c)) = state.store.cabinet(id.as_str()).await {
+            return c.currency;
+        }
+    }
+    if let Ok(c) = Currency::parse(&q.currency) {
+        return c.as_str().to_owned();
+    }
+    match state.store.cabinets().await {
+        Ok(all) => all.first().map(|c| c.currency.clone()),
+        Err(_) => None,
+    }
+    .unwrap_or_else(|| "usd".into())
+}
+
+async fn packages(state: &AppState, currency: &str) -> Result<Vec<TopupPackage>, AppError> {
+    let stored = state.store.topup_packages(currency).await?;
+    if !stored.is_empty() {
+        return Ok(stored);
+    }
+    let c = Currency::parse(currency).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    Ok(default_packages(&c))
+}
+
+fn describe(kind: LedgerKind, reason: &str) -> String {
+    match kind {
+        LedgerKind::Topup => "Top-up".into(),
+        LedgerKind::Bonus => "Top-up bonus".into(),
+        LedgerKind::Play => format!("Played: {reason}"),
+        LedgerKind::Refund => "Refund".into(),
+        LedgerKind::Adjustment => format!("Adjustment: {reason}"),
+        LedgerKind::Expiry => "Expired balance".into(),
+    }
+}
+
+pub async fn page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<WalletQuery>,
+) -> Result<HttpResponse, PageError> {
+    let trouble = |e: AppError| e.page("Please try again", Some("/w".into()));
+    let wallet = phone_wallet(&state, &req).await;
+    let currency = currency_for(&state, wallet.as_ref(), &q).await;
+    let packages = packages(&state, &currency).await.map_err(trouble)?;
+    let mut lines = Vec::new();
+    let mut topup_state = None;
+    if let Some(w) = &wallet {
+        for row in state
+            .store
+            .ledger(&w.id, 50)
+            .await
+            .map_err(|e| trouble(e.into()))?
+        {
+            lines.push(Line {
+                when: row
+                    .created_at
+                    .get(..16)
+                    .unwrap_or(&row.created_at)
+                    .replace('T', " "),
+                what: describe(row.kind, &row.reason),
+                amount: Money::format(row.amount_minor.abs(), &w.currency),
+                plus: row.amount_minor > 0,
+            });
+        }
+        if !q.topup.is_empty() {
+            let topups: Vec<Topup> = state.store.topups(&w.id).await.unwrap_or_default();
+            topup_state = topups
+                .iter()
+                .find(|t| t.checkout_session_id == q.topup)
+                .map(|t| {
+                    if t.status == "paid" {
+                        "received"
+                    } else {
+                        "waiting"
+                    }
+                });
+        }
+    }
+    let back = match MachineId::parse(&q.from) {
+        Ok(id) => state
+            .store
+            .cabinet(id.as_str())
+            .await
+            .ok()
+            .flatten()
+            .map(|c| (format!("/p/{}", c.machine_id), c.name)),
+        Err(_) => None,
+    };
+    let (cookie_value, cookie) = pay_cookie(&state, &req);
+    let nonce = new_nonce();
+    let page = WalletPage {
+        balance: wallet
+            .as_ref()
+            .map(|w| Money::format(w.balance_minor, &w.currency)),
+        lines,
+        packages: packages
+            .iter()
+            .enumerate()
+            .map(|(index, p)| PackageView {
+                index,
+                pay: Money::format(p.pay_minor, &currency),
+                credit: Money::format(p.credit_minor, &currency),
+                label: p.label.clone(),
+            })
+            .collect(),
+        currency,
+        from: back.as_ref().map(|_| q.from.clone()).unwrap_or_default(),
+        back,
+        topup_state,
+        csrf: csrf_for(&state, &cookie_value, SCOPE, &nonce),
+        nonce,
+    };
+    let mut res = html::page(StatusCode::OK, &page);
+    let _ = res.add_cookie(&cookie);
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+pub struct TopupForm {
+    package: usize,
+    currency: String,
+    #[serde(default)]
+    from: String,
+    csrf: String,
+    nonce: String,
+}
+
+/// Starts a top-up: the wallet (created now if the phone has none) and what it will get
+/// are stored before the player is sent to Stripe.
+pub async fn topup(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<TopupForm>,
+) -> Result<HttpResponse, PageError> {
+    let back = Some(format!("/w?from={}", form.from));
+    let Some(cookie) = checked_form(&state, &req, SCOPE, &form.csrf, &form.nonce) else {
+        tracing::warn!("top-up refused: missing or bad CSRF token");
+        return Err(AppError::Forbidden(
+            "This page expired. Go back to your wallet and choose again.".into(),
+        )
+        .page("Please start again", back));
+    };
+    if let Err(wait) = state
+        .limits
+        .checkout(req.peer_addr().map(|a| a.ip()), &cookie)
+    {
+        let secs = wait.as_secs().max(1);
+        return Err(AppError::TooManyRequests {
+            message: format!(
+                "Too many attempts from this phone. Please wait {secs} seconds and try again."
+            ),
+            retry_after_secs: secs,
+        }
+        .page("Too many attempts", back));
+    }
+    let currency = Currency::parse(&form.currency).map_err(|e| {
+        AppError::BadRequest(e.to_string()).page("Please choose again", back.clone())
+    })?;
+    let packages = packages(&state, currency.as_str())
+        .await
+        .map_err(|e| e.page("Please try again", back.clone()))?;
+    let Some(package) = packages.get(form.package) else {
+        return Err(
+            AppError::BadRequest("That top-up is no longer offered.".into())
+                .page("Please choose again", back),
+        );
+    };
+    let wallet = match phone_wallet(&state, &req).await {
+        Some(w) if w.currency == currency.as_str() => w,
+        Some(w) => {
+            return Err(AppError::Conflict(format!(
+                "Your wallet is in {}.",
+                w.currency.to_ascii_uppercase()
+            ))
+            .page("Different currency", back))
+        }
+        None => state
+            .store
+            .create_wallet(currency.as_str())
+            .await
+            .map_err(|e| AppError::from(e).page("Please try again", back.clone()))?,
+    };
+    let public = &state.settings.public_url;
+    let from: String = form_urlencoded::byte_serialize(form.from.as_bytes()).collect();
+    let success = format!("{public}/w?topup={{CHECKOUT_SESSION_ID}}&from={from}");
+    let cancel = format!("{public}/w?from={from}");
+    let name = format!(
+        "Arcade balance: {}",
+        Money::format(package.credit_minor, currency.as_str())
+    );
+    let key = format!("topup-{}-{}", wallet.id, form.nonce);
+    let created = state
+        .stripe
+        .create_topup_checkout(&NewTopupCheckout {
+            wallet_id: &wallet.id,
+            amount_minor: package.pay_minor,
+            currency: currency.as_str(),
+            product_name: &name,
+            success_url: &success,
+            cancel_url: &cancel,
+            idempotency_key: &key,
+        })
+        .await;
+    let (session_id, url) = match created {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(wallet = %wallet.id, error = %e, "top-up could not start");
+            return Err(AppError::BadGateway(
+                "We couldn't reach the payment service. You have not been charged. Please try again.".into(),
+            )
+            .page("Top-up couldn't start", back));
+        }
+    };
+    // Stripe answers the same session for a repeated key; store it once.
+    let stored = Topup {
+        checkout_session_id: session_id.clone(),
+        wallet_id: wallet.id.clone(),
+        pay_minor: package.pay_minor,
+        credit_minor: package.credit_minor,
+        currency: currency.as_str().to_owned(),
+        url: url.clone(),
+        status: "open".into(),
+        payment_intent_id: None,
+        created_at: crate::domain::now_db(),
+    };
+    if let Err(e) = state.store.insert_topup(&stored).await {
+        if !e.is_unique_violation() {
+            tracing::error!(error = %e, "top-up could not be stored");
+            return Err(AppError::Unavailable(
+                "Something went wrong on our side. You have not been charged. Please try again."
+                    .into(),
+            )
+            .page("Top-up couldn't start", back));
+        }
+    }
+    tracing::info!(wallet = %wallet.id, session = %session_id, pay = package.pay_minor,
+        credit = package.credit_minor, "top-up started");
+    let mut res = HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, url))
+        .finish();
+    let _ = res.add_cookie(&wallet_cookie(&state, &wallet.id));
+    Ok(res)
+}

@@ -1,0 +1,289 @@
+//! Player wallets: top-ups through the fake Stripe credited exactly once whatever events
+//! arrive, plays paid from the balance with one tap (one debit, one signed pulse), and a
+//! balance that never goes below zero. After each test the ledger sums to every balance.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// Starts a top-up of package `package` from the wallet page; returns the Checkout
+/// Session's id (the player is now on the fake Stripe's page).
+async fn start_topup(phone: &mut Phone, from: &str, package: usize) -> String {
+    let page = phone.get(&format!("/w?from={from}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let answer = phone
+        .post(
+            "/w/topup",
+            &[
+                ("csrf", field(&page.body, "csrf")),
+                ("nonce", field(&page.body, "nonce")),
+                ("currency", field(&page.body, "currency")),
+                ("from", from.to_owned()),
+                ("package", package.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let to = answer.location.unwrap();
+    assert!(
+        phone.cookies.contains_key("cp_wallet"),
+        "the wallet is bound to the phone"
+    );
+    to.rsplit('/').next().unwrap().to_owned()
+}
+
+/// The balance on the wallet page, e.g. "$22.00".
+async fn balance(phone: &mut Phone) -> String {
+    let page = phone.get("/w").await;
+    let at = page.body.find("class=\"big\">").expect("a balance") + "class=\"big\">".len();
+    page.body[at..at + page.body[at..].find('<').unwrap()].to_owned()
+}
+
+/// Runs `coinpulse wallet check` on the test's database: every balance equals its ledger.
+fn ledger_agrees(db: &TestDb) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+        .args(["wallet", "check"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A top-up and its events as Stripe would send them for session `id`.
+fn topup_event(t: &PayTest, kind: &str, id: &str) -> serde_json::Value {
+    let mut s = t.fake.session(id);
+    s["status"] = json!("complete");
+    s["payment_status"] = json!("paid");
+    s["payment_intent"] = json!(format!("pi_{}", &id[3..]));
+    session_event(kind, &unique("evt"), s)
+}
+
+#[tokio::test]
+async fn a_top_up_is_credited_once_whatever_events_arrive() {
+    let t = pay_app(|_| {}).await;
+    let cab = t.app.cabinet(100, "usd").await;
+    let mut phone = Phone::new(&t.app);
+    let id = start_topup(&mut phone, &cab.machine_id, 1).await;
+
+    // Completed twice at the same moment, the async success too, then an expiry.
+    let completed = topup_event(&t, "checkout.session.completed", &id);
+    let (a, b) = tokio::join!(
+        t.app.post_webhook(&completed),
+        t.app.post_webhook(&completed)
+    );
+    assert_eq!((a.0, b.0), (200, 200));
+    let again = topup_event(&t, "checkout.session.completed", &id);
+    let succeeded = topup_event(&t, "checkout.session.async_payment_succeeded", &id);
+    let (c, d) = tokio::join!(t.app.post_webhook(&again), t.app.post_webhook(&succeeded));
+    assert_eq!((c.0, d.0), (200, 200));
+    let outcomes = [&a.1, &b.1, &c.1, &d.1]
+        .iter()
+        .filter(|v| v["outcome"] == "topped_up")
+        .count();
+    assert_eq!(outcomes, 1, "{a:?} {b:?} {c:?} {d:?}");
+    t.app
+        .post_webhook(&topup_event(&t, "checkout.session.expired", &id))
+        .await;
+    // The package was pay $20.00, get $22.00.
+    assert_eq!(balance(&mut phone).await, "$22.00");
+    let page = phone.get(&format!("/w?topup={id}")).await;
+    assert!(page.body.contains("Top-up received"), "{}", page.body);
+    assert!(page.body.contains("+$20.00") && page.body.contains("+$2.00"));
+    ledger_agrees(&t._db);
+}
+
+#[tokio::test]
+async fn a_top_up_credits_what_was_stored_not_what_the_metadata_says() {
+    let t = pay_app(|_| {}).await;
+    let cab = t.app.cabinet(100, "usd").await;
+    let mut phone = Phone::new(&t.app);
+    let id = start_topup(&mut phone, &cab.machine_id, 0).await;
+    let (status, body) = t
+        .fake
+        .complete(&id, |s| {
+            s["metadata"]["wallet_id"] = json!("someone-else");
+            s["client_reference_id"] = json!("someone-else");
+        })
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "topped_up");
+    assert_eq!(balance(&mut phone).await, "$10.00");
+
+    // Paid less than the package (an edited session): nothing credited.
+    let mut other = Phone::new(&t.app);
+    let id = start_topup(&mut other, &cab.machine_id, 0).await;
+    let (_, body) = t
+        .fake
+        .complete(&id, |s| s["amount_total"] = json!(100))
+        .await;
+    assert_eq!(body["outcome"], "review", "{body}");
+    assert_eq!(balance(&mut other).await, "$0.00");
+    ledger_agrees(&t._db);
+}
+
+/// A phone with a topped-up wallet ($10.00) and a connected $1.00 cabinet.
+async fn funded(t: &PayTest) -> (Phone, Cabinet) {
+    let cab = t.app.cabinet(100, "usd").await;
+    let mut phone = Phone::new(&t.app);
+    let id = start_topup(&mut phone, &cab.machine_id, 0).await;
+    let (_, body) = t.fake.complete(&id, |_| {}).await;
+    assert_eq!(body["outcome"], "topped_up");
+    (phone, cab)
+}
+
+/// The pay page's "Play now" form fields for bundle `bundle`.
+async fn play_form(
+    phone: &mut Phone,
+    machine_id: &str,
+    bundle: usize,
+) -> Vec<(&'static str, String)> {
+    let page = phone.get(&format!("/p/{machine_id}")).await;
+    assert!(page.body.contains("Play now"), "{}", page.body);
+    vec![
+        ("csrf", field(&page.body, "csrf")),
+        ("nonce", field(&page.body, "nonce")),
+        ("bundle", bundle.to_string()),
+    ]
+}
+
+#[tokio::test]
+async fn one_tap_plays_from_the_balance_once_even_when_tapped_twice() {
+    let t = pay_app(|_| {}).await;
+    let (mut phone, mut cab) = funded(&t).await;
+    let page = phone.get(&format!("/p/{}", cab.machine_id)).await;
+    assert!(
+        page.body
+            .contains("Play now — 1 play $1.00 from your balance"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("($9.00 left)"));
+
+    let form = play_form(&mut phone, &cab.machine_id, 0).await;
+    let path = format!("/p/{}/wallet", cab.machine_id);
+    let mut twin = phone.twin();
+    let (a, b) = tokio::join!(phone.post(&path, &form), twin.post(&path, &form));
+    assert_eq!((a.status, b.status), (303, 303));
+    assert_eq!(a.location, b.location, "both taps land on the same play");
+    let thanks = a.location.unwrap();
+    assert!(thanks.contains("/thanks?pulse="));
+
+    let pulse = cab.expect_credit().await;
+    assert_eq!(pulse.credits, 1);
+    assert_eq!(pulse.source.as_str(), "wallet");
+    cab.expect_no_credit(2).await;
+    assert_eq!(balance(&mut phone).await, "$9.00");
+
+    // The thanks page follows the play like a card payment's.
+    let mut stage = serde_json::Value::Null;
+    for _ in 0..100 {
+        let status = thanks.replace("/thanks?", "/status?");
+        stage = t
+            .app
+            .http
+            .get(format!("{}{status}", t.app.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stage["step"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stage["step"], 3, "{stage}");
+    let page = phone.get(&thanks).await;
+    assert_eq!(page.status, 200);
+    let wallet = phone.get("/w").await;
+    assert!(
+        wallet.body.contains("Played: 1 credit(s) on"),
+        "{}",
+        wallet.body
+    );
+    ledger_agrees(&t._db);
+}
+
+#[tokio::test]
+async fn two_phones_on_one_wallet_cannot_spend_more_than_it_holds() {
+    let t = pay_app(|_| {}).await;
+    let (mut phone, mut cab) = funded(&t).await;
+    // Two bundles of $6.00 each against a $10.00 balance, tapped at once on two phones.
+    let (status, _) = t
+        .app
+        .api(
+            reqwest::Method::PUT,
+            &format!("/cabinets/{}/bundles", cab.machine_id),
+            Some(json!({"bundles": [{"credits": 6, "price_minor": 600}]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut other = phone.twin();
+    let a_form = play_form(&mut phone, &cab.machine_id, 0).await;
+    let b_form = play_form(&mut other, &cab.machine_id, 0).await;
+    assert_ne!(a_form[1].1, b_form[1].1, "two page loads, two tokens");
+    let path = format!("/p/{}/wallet", cab.machine_id);
+    let (a, b) = tokio::join!(phone.post(&path, &a_form), other.post(&path, &b_form));
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [303, 402], "exactly one succeeds");
+    assert_eq!(cab.expect_credit().await.credits, 6);
+    cab.expect_no_credit(2).await;
+    assert_eq!(balance(&mut phone).await, "$4.00");
+    ledger_agrees(&t._db);
+}
+
+#[tokio::test]
+async fn a_disabled_or_offline_cabinet_takes_nothing_from_a_wallet() {
+    let t = pay_app(|o| o.offline_after = Some(0)).await;
+    let (mut phone, cab) = funded(&t).await;
+    let form = play_form(&mut phone, &cab.machine_id, 0).await;
+    let path = format!("/p/{}/wallet", cab.machine_id);
+
+    let (status, _) = t
+        .app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/cabinets/{}", cab.machine_id),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let answer = phone.post(&path, &form).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.contains("unavailable"), "{}", answer.body);
+    t.app
+        .api(
+            reqwest::Method::PATCH,
+            &format!("/cabinets/{}", cab.machine_id),
+            Some(json!({"enabled": true})),
+        )
+        .await;
+
+    // Offline: the cabinet disconnects (announcing it, as coinpulse cabinets do).
+    let mut cab = cab;
+    cab.sim.take().unwrap().disconnect().await;
+    let machine_id = cab.machine_id.clone();
+    t.app
+        .eventually("the pay page says offline", || async {
+            phone
+                .twin()
+                .get(&format!("/p/{machine_id}"))
+                .await
+                .body
+                .contains("offline")
+        })
+        .await;
+    let answer = phone.post(&path, &form).await;
+    assert!(answer.body.contains("offline"), "{}", answer.body);
+    assert_eq!(balance(&mut phone).await, "$10.00");
+    ledger_agrees(&t._db);
+}
