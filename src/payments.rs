@@ -303,6 +303,12 @@ async fn refund(tx: &mut Tx, c: &Charge, now: &str) -> Result<WebhookOutcome, St
         None => None,
     };
     let Some(p) = payment else {
+        if let Some(t) = match &c.payment_intent {
+            Some(pi) => tx.topup_by_intent(pi).await?,
+            None => None,
+        } {
+            return crate::wallets::topup_refunded(tx, &t, &c.id, c.amount_refunded, now).await;
+        }
         tracing::warn!(charge = %c.id, "refund for a payment coinpulse does not know");
         return Ok(WebhookOutcome::of(Outcome::Unmatched));
     };

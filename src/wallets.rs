@@ -89,6 +89,50 @@ pub async fn topup_event(
     Ok(WebhookOutcome::outcome(Outcome::ToppedUp))
 }
 
+/// A `charge.refunded` for a top-up (made in Stripe's dashboard, or from coinpulse's):
+/// takes the newly refunded amount off the balance. What the wallet already spent cannot
+/// be taken back: that part is noted and the top-up goes to the owner's review.
+pub async fn topup_refunded(
+    tx: &mut Tx,
+    t: &Topup,
+    charge_id: &str,
+    amount_refunded: i64,
+    now: &str,
+) -> Result<WebhookOutcome, StoreError> {
+    let delta = amount_refunded - t.refunded_minor;
+    if delta <= 0 {
+        return Ok(WebhookOutcome::outcome(Outcome::Duplicate));
+    }
+    let balance = tx.wallet_balance(&t.wallet_id).await?;
+    let debit = delta.min(balance);
+    if debit > 0 {
+        tx.append_ledger(&NewLedgerRow {
+            wallet_id: &t.wallet_id,
+            kind: LedgerKind::Refund,
+            amount_minor: -debit,
+            reason: "top-up refunded",
+            reference: &format!("{charge_id}:{amount_refunded}"),
+            machine_id: None,
+            at: now,
+        })
+        .await?;
+    }
+    let note = (debit < delta).then(|| {
+        format!(
+            "refunded {delta} but the wallet held only {balance}: {} already spent",
+            delta - debit
+        )
+    });
+    if let Some(n) = &note {
+        tracing::warn!(wallet = %t.wallet_id, session = %t.checkout_session_id, "{n}");
+    }
+    tx.set_topup_refunded(&t.checkout_session_id, amount_refunded, note.as_deref())
+        .await?;
+    tracing::info!(wallet = %t.wallet_id, session = %t.checkout_session_id, debited = debit,
+        "wallet top-up refunded");
+    Ok(WebhookOutcome::outcome(Outcome::Refunded))
+}
+
 /// A "Play now" request: this wallet pays `price_minor` for `credits` on a cabinet.
 #[derive(Debug, Clone)]
 pub struct Spend {

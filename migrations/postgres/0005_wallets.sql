@@ -39,9 +39,13 @@ CREATE TABLE wallet_topups (
     url                  TEXT NOT NULL,
     status               TEXT NOT NULL DEFAULT 'open',
     payment_intent_id    TEXT,
-    created_at           TEXT NOT NULL
+    created_at           TEXT NOT NULL,
+    -- Refunded through Stripe so far, and why a refund needs the owner's eye.
+    refunded_minor       BIGINT NOT NULL DEFAULT 0,
+    note                 TEXT
 );
 CREATE INDEX wallet_topups_wallet ON wallet_topups (wallet_id, created_at);
+CREATE INDEX wallet_topups_intent ON wallet_topups (payment_intent_id);
 
 -- What the owner offers: pay this, get that (a bonus when credit > pay).
 CREATE TABLE topup_packages (

@@ -43,6 +43,8 @@ pub struct Topup {
     pub status: String,
     pub payment_intent_id: Option<String>,
     pub created_at: String,
+    pub refunded_minor: i64,
+    pub note: Option<String>,
 }
 
 /// A wallet whose cached balance is not the sum of its ledger.
@@ -57,7 +59,7 @@ const WALLET: &str =
     "SELECT id, currency, email, balance_minor, created_at, updated_at FROM wallets";
 const TOPUP: &str =
     "SELECT checkout_session_id, wallet_id, pay_minor, credit_minor, currency, url, \
-     status, payment_intent_id, created_at FROM wallet_topups";
+     status, payment_intent_id, created_at, refunded_minor, note FROM wallet_topups";
 
 impl Store {
     pub async fn wallet(&self, id: &str) -> Result<Option<Wallet>, StoreError> {
@@ -260,6 +262,46 @@ impl Tx {
         .execute(self.conn())
         .await?;
         Ok(true)
+    }
+
+    /// The top-up paid through a PaymentIntent (what a refund names).
+    pub async fn topup_by_intent(&mut self, intent: &str) -> Result<Option<Topup>, StoreError> {
+        Ok(
+            sqlx::query_as(&format!("{TOPUP} WHERE payment_intent_id = $1"))
+                .bind(intent)
+                .fetch_optional(self.conn())
+                .await?,
+        )
+    }
+
+    pub async fn wallet_balance(&mut self, wallet_id: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT balance_minor FROM wallets WHERE id = $1")
+                .bind(wallet_id)
+                .fetch_optional(self.conn())
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    /// Records how much of a top-up Stripe has refunded (it only grows).
+    pub async fn set_topup_refunded(
+        &mut self,
+        session_id: &str,
+        refunded_minor: i64,
+        note: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE wallet_topups SET refunded_minor = $2, note = COALESCE($3, note), \
+             status = CASE WHEN $3 IS NULL THEN status ELSE 'review' END \
+             WHERE checkout_session_id = $1 AND refunded_minor < $2",
+        )
+        .bind(session_id)
+        .bind(refunded_minor)
+        .bind(note)
+        .execute(self.conn())
+        .await?;
+        Ok(())
     }
 
     /// The pulse a "Play now" token already paid for.

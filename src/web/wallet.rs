@@ -285,6 +285,8 @@ pub async fn topup(
         status: "open".into(),
         payment_intent_id: None,
         created_at: crate::domain::now_db(),
+        refunded_minor: 0,
+        note: None,
     };
     if let Err(e) = state.store.insert_topup(&stored).await {
         if !e.is_unique_violation() {

@@ -287,3 +287,43 @@ async fn a_disabled_or_offline_cabinet_takes_nothing_from_a_wallet() {
     assert_eq!(balance(&mut phone).await, "$10.00");
     ledger_agrees(&t._db);
 }
+
+#[tokio::test]
+async fn a_refunded_top_up_takes_back_only_what_is_unspent() {
+    let t = pay_app(|_| {}).await;
+    let (mut phone, mut cab) = funded(&t).await;
+    // Spend $3.00 of the $10.00, then Stripe refunds the whole top-up.
+    for _ in 0..3 {
+        let form = play_form(&mut phone, &cab.machine_id, 0).await;
+        let answer = phone
+            .post(&format!("/p/{}/wallet", cab.machine_id), &form)
+            .await;
+        assert_eq!(answer.status, 303);
+        cab.expect_credit().await;
+    }
+    assert_eq!(balance(&mut phone).await, "$7.00");
+    // The fake completed the top-up's session with PaymentIntent pi_<session id>.
+    let session_id = t.fake.last_session_id();
+    let pi = format!("pi_{}", &session_id[3..]);
+    let charge = json!({"id": "ch_topup", "object": "charge", "amount": 1000, "amount_refunded": 1000,
+        "refunded": true, "currency": "usd", "payment_intent": pi});
+    let event = json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": charge}});
+    let (status, body) = t.app.post_webhook(&event).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["outcome"], "refunded", "{body}");
+    // The same refund again changes nothing.
+    let again = json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": event["data"]["object"].clone()}});
+    assert_eq!(t.app.post_webhook(&again).await.1["outcome"], "duplicate");
+    assert_eq!(
+        balance(&mut phone).await,
+        "$0.00",
+        "the unspent $7.00 is taken back"
+    );
+    let page = phone.get("/w").await;
+    assert!(
+        page.body.contains("Refund") && page.body.contains("−$7.00"),
+        "{}",
+        page.body
+    );
+    ledger_agrees(&t._db);
+}

@@ -103,6 +103,17 @@ impl FakeStripe {
         self.state.lock().unwrap().sessions.len()
     }
 
+    /// The id of the session created last.
+    pub fn last_session_id(&self) -> String {
+        let st = self.state.lock().unwrap();
+        st.sessions
+            .values()
+            .max_by_key(|s| s["id"].as_str().unwrap_or("").to_owned())
+            .and_then(|s| s["id"].as_str())
+            .expect("a session was created")
+            .to_owned()
+    }
+
     pub fn session(&self, id: &str) -> Value {
         self.state
             .lock()
