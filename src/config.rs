@@ -163,6 +163,14 @@ pub struct Settings {
     #[arg(long, env = "OFFLINE_AFTER", default_value_t = 120)]
     pub offline_after: u64,
 
+    /// Card fee per payment, for the dashboard's "fees saved by wallets": percent …
+    #[arg(long, env = "CARD_FEE_PERCENT", default_value_t = 2.9)]
+    pub card_fee_percent: f64,
+
+    /// … plus a fixed part in minor units (30 = 30¢).
+    #[arg(long, env = "CARD_FEE_FIXED", default_value_t = 30)]
+    pub card_fee_fixed: i64,
+
     /// Take the client's address from X-Forwarded-For / Forwarded (set it only behind a
     /// reverse proxy such as Caddy or nginx that sets them); used for sign-in throttling
     /// and the audit log.

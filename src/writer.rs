@@ -110,6 +110,14 @@ enum Request {
         reply: Reply<crate::wallets::Spent>,
         done: Option<crate::wallets::Spent>,
     },
+    /// An owner's correction of a wallet's balance (positive or negative).
+    Adjust {
+        wallet_id: String,
+        amount_minor: i64,
+        reason: String,
+        reply: Reply<bool>,
+        done: Option<bool>,
+    },
     /// Pulses handed to the broker.
     Handed { ids: Vec<String>, reply: Reply<()> },
     /// Handed marks taken back: those pulses were not sent after all.
@@ -140,7 +148,8 @@ impl Request {
             Self::Webhook { .. }
             | Self::Grant { .. }
             | Self::Assign { .. }
-            | Self::Spend { .. } => true,
+            | Self::Spend { .. }
+            | Self::Adjust { .. } => true,
             Self::Handed { .. }
             | Self::Unhanded { .. }
             | Self::Ack { .. }
@@ -184,6 +193,9 @@ impl Request {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Spend { reply, done, .. } => {
+                send(reply, committed.and_then(|()| done.ok_or_else(missing)))
+            }
+            Self::Adjust { reply, done, .. } => {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Handed { reply, .. } | Self::Unhanded { reply, .. } => send(reply, committed),
@@ -277,6 +289,24 @@ impl Writer {
             machine_id: machine_id.to_owned(),
             credits,
             note: note.to_owned(),
+            reply,
+            done: None,
+        })
+        .await
+    }
+
+    /// Adds `amount_minor` (negative: takes) to a wallet with a ledger row; false when it
+    /// would go below zero or the wallet does not exist.
+    pub async fn adjust_wallet(
+        &self,
+        wallet_id: &str,
+        amount_minor: i64,
+        reason: &str,
+    ) -> Result<bool, WriteError> {
+        self.call(|reply| Request::Adjust {
+            wallet_id: wallet_id.to_owned(),
+            amount_minor,
+            reason: reason.to_owned(),
             reply,
             done: None,
         })
@@ -514,6 +544,27 @@ impl Core {
                 *done = Some(
                     payments::assign(tx, &self.keys, payment_id, machine_id, *credits, note)
                         .await?,
+                );
+            }
+            Request::Adjust {
+                wallet_id,
+                amount_minor,
+                reason,
+                done,
+                ..
+            } => {
+                let reference = uuid::Uuid::now_v7().to_string();
+                *done = Some(
+                    tx.append_ledger(&crate::store::NewLedgerRow {
+                        wallet_id,
+                        kind: crate::domain::LedgerKind::Adjustment,
+                        amount_minor: *amount_minor,
+                        reason,
+                        reference: &reference,
+                        machine_id: None,
+                        at: &now_db(),
+                    })
+                    .await?,
                 );
             }
             Request::Spend { spend, done, .. } => {

@@ -83,6 +83,29 @@ pub fn wallet_of_cookie(keys: &Keys, value: &str) -> Option<String> {
     bool::from(expected.as_bytes().ct_eq(mac.as_bytes())).then(|| id.to_owned())
 }
 
+/// What a card payment of `amount_minor` costs in fees: `basis_points` (290 = 2.9%) of it,
+/// rounded to the nearest minor unit, plus `fixed_minor`.
+pub fn card_fee(amount_minor: i64, basis_points: i64, fixed_minor: i64) -> i64 {
+    (amount_minor * basis_points + 5_000) / 10_000 + fixed_minor
+}
+
+/// An owner-typed top-up package, `pay:credit[:label]` (`20.00:22.00:10% bonus`), amounts as
+/// [`parse_amount`](super::parse_amount) reads them.
+pub fn parse_package(text: &str, currency: &Currency) -> Result<TopupPackage, String> {
+    let mut parts = text.trim().splitn(3, ':');
+    let pay = parts.next().map(|p| super::parse_amount(p, currency));
+    let credit = parts.next().map(|p| super::parse_amount(p, currency));
+    match (pay, credit) {
+        (Some(Ok(pay_minor)), Some(Ok(credit_minor))) => Ok(TopupPackage {
+            pay_minor,
+            credit_minor,
+            label: parts.next().unwrap_or("").trim().to_owned(),
+        }),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => Err(format!("{text:?}: {e}")),
+        _ => Err(format!("{text:?}: write pay:credit, e.g. 20.00:22.00")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +119,19 @@ mod tests {
         assert_eq!(wallet_of_cookie(&keys, "w1"), None);
         let other = Keys::new(b"fedcba9876543210fedcba9876543210".to_vec());
         assert_eq!(wallet_of_cookie(&other, &v), None);
+    }
+
+    #[test]
+    fn card_fees_and_typed_packages() {
+        assert_eq!(card_fee(100, 290, 30), 33);
+        assert_eq!(card_fee(2000, 290, 30), 88);
+        let usd = Currency::parse("usd").unwrap();
+        let p = parse_package("20.00:22.00:10% bonus", &usd).unwrap();
+        assert_eq!(
+            (p.pay_minor, p.credit_minor, p.label.as_str()),
+            (2000, 2200, "10% bonus")
+        );
+        assert!(parse_package("20", &usd).is_err());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use plays::{NewPlay, Play};
 pub use pulses::{AckOutcome, NewPulse, OutboxPulse, Pulse};
 pub use tx::Tx;
 pub use users::{AuditEntry, Failures, NewAudit, User};
-pub use wallets::{BalanceMismatch, LedgerRow, NewLedgerRow, Topup, Wallet};
+pub use wallets::{BalanceMismatch, LedgerRow, NewLedgerRow, Topup, Wallet, WalletTotals};
 
 use std::str::FromStr;
 use std::time::Duration;

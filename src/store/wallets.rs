@@ -333,3 +333,63 @@ impl Tx {
         Ok(())
     }
 }
+
+/// Totals per currency for the owner's wallets page.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct WalletTotals {
+    pub currency: String,
+    /// What players hold: the owner's liability.
+    pub outstanding_minor: i64,
+    pub plays: i64,
+    pub played_minor: i64,
+    pub topups: i64,
+    pub topped_up_minor: i64,
+}
+
+impl Store {
+    /// Wallets, newest first; `search` matches an email or a wallet id exactly.
+    pub async fn find_wallets(
+        &self,
+        search: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Wallet>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "{WALLET} WHERE ($1 IS NULL OR lower(email) = $1 OR id = $1) \
+             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        ))
+        .bind(search.map(str::to_lowercase))
+        .bind(limit.clamp(1, 1000))
+        .bind(offset.max(0))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn wallet_totals(&self) -> Result<Vec<WalletTotals>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT w.currency, CAST(COALESCE(SUM(w.balance_minor), 0) AS BIGINT) AS outstanding_minor, \
+             (SELECT COUNT(*) FROM wallet_ledger l JOIN wallets x ON x.id = l.wallet_id \
+              WHERE x.currency = w.currency AND l.kind = 'play') AS plays, \
+             (SELECT CAST(COALESCE(SUM(-l.amount_minor), 0) AS BIGINT) FROM wallet_ledger l \
+              JOIN wallets x ON x.id = l.wallet_id WHERE x.currency = w.currency AND l.kind = 'play') AS played_minor, \
+             (SELECT COUNT(*) FROM wallet_topups t WHERE t.currency = w.currency AND t.status <> 'open' \
+              AND t.status <> 'expired' AND t.status <> 'failed') AS topups, \
+             (SELECT CAST(COALESCE(SUM(t.pay_minor), 0) AS BIGINT) FROM wallet_topups t \
+              WHERE t.currency = w.currency AND t.status <> 'open' AND t.status <> 'expired' \
+              AND t.status <> 'failed') AS topped_up_minor \
+             FROM wallets w GROUP BY w.currency ORDER BY w.currency",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Each play paid from wallets, as (currency, amount): for the fees a card would have cost.
+    pub async fn wallet_play_amounts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT w.currency, -l.amount_minor FROM wallet_ledger l JOIN wallets w \
+             ON w.id = l.wallet_id WHERE l.kind = 'play'",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -327,3 +327,126 @@ async fn a_refunded_top_up_takes_back_only_what_is_unspent() {
     );
     ledger_agrees(&t._db);
 }
+
+#[tokio::test]
+async fn the_owner_sets_packages_adjusts_a_balance_and_refunds_the_unspent_part() {
+    let t = pay_app(|_| {}).await;
+    let (mut phone, mut cab) = funded(&t).await;
+    let form = play_form(&mut phone, &cab.machine_id, 0).await;
+    phone
+        .post(&format!("/p/{}/wallet", cab.machine_id), &form)
+        .await;
+    cab.expect_credit().await;
+    let session_id = t.fake.last_session_id();
+    t.fake
+        .add_charge(&format!("pi_{}", &session_id[3..]), 1000, "usd");
+
+    let mut owner = t.app.owner().await;
+    let page = owner.get("/admin/wallets").await;
+    assert!(page.body.contains("$9.00"), "outstanding: {}", page.body);
+    assert!(page.body.contains("Fees saved"));
+    let wallet_id = phone.cookies["cp_wallet"]
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(page.body.contains(&wallet_id));
+
+    // Packages: what the wallet page then offers.
+    let page = owner
+        .post(
+            "/admin/wallets/packages",
+            &[
+                ("currency", "usd"),
+                ("packages", "5.00:5.00\n50.00:60.00:Big spender"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let w = phone.get("/w").await;
+    assert!(
+        w.body.contains("Big spender") && w.body.contains("$60.00"),
+        "{}",
+        w.body
+    );
+    let bad = owner
+        .post(
+            "/admin/wallets/packages",
+            &[("currency", "usd"), ("packages", "10.00:5.00")],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+
+    // An adjustment, with its reason, in the ledger and the audit log.
+    owner.get(&format!("/admin/wallets/{wallet_id}")).await;
+    owner
+        .post(
+            &format!("/admin/wallets/{wallet_id}/adjust"),
+            &[
+                ("direction", "add"),
+                ("amount", "1.50"),
+                ("reason", "coin jam"),
+            ],
+        )
+        .await;
+    assert_eq!(balance(&mut phone).await, "$10.50");
+    let taken = owner
+        .post(
+            &format!("/admin/wallets/{wallet_id}/adjust"),
+            &[
+                ("direction", "take"),
+                ("amount", "99.00"),
+                ("reason", "too much"),
+            ],
+        )
+        .await;
+    assert!(
+        taken.body.contains("cannot go below zero"),
+        "{}",
+        taken.body
+    );
+    assert!(owner
+        .get("/admin/audit")
+        .await
+        .body
+        .contains("wallet.adjust"));
+
+    // Staff may not.
+    let mut staff = t
+        .app
+        .add_user(&mut owner, "staff@arcade.test", "staff")
+        .await;
+    staff.get(&format!("/admin/wallets/{wallet_id}")).await;
+    let refused = staff
+        .post(
+            &format!("/admin/wallets/{wallet_id}/adjust"),
+            &[("direction", "add"), ("amount", "5.00"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+
+    // Refund: at most the unspent part ($10.00 paid, $10.50 held → $10.00).
+    owner.get(&format!("/admin/wallets/{wallet_id}")).await;
+    let path = format!("/admin/wallets/{wallet_id}/topups/{session_id}/refund");
+    let over = owner
+        .post(&path, &[("amount", "10.50"), ("confirm", "yes")])
+        .await;
+    assert!(over.body.contains("at most"), "{}", over.body);
+    owner
+        .post(&path, &[("amount", "4.00"), ("confirm", "yes")])
+        .await;
+    let sent = t.fake.requests("/v1/refunds");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].params["amount"], "400");
+    t.app
+        .eventually("the refund webhook debits the wallet", || async {
+            phone
+                .twin()
+                .get("/w")
+                .await
+                .body
+                .contains("class=\"big\">$6.50<")
+        })
+        .await;
+    ledger_agrees(&t._db);
+}

@@ -14,6 +14,7 @@ mod pages;
 mod payments;
 mod stickers;
 pub mod view;
+mod wallets;
 
 pub use auth::{
     login, login_form, logout, password, password_form, setup, setup_form, sign_out_everywhere,
@@ -110,6 +111,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, secure_cookies: bool
             .route("/plays", web::get().to(pages::plays))
             .route("/audit", web::get().to(pages::audit))
             .route("/settings", web::get().to(pages::settings))
+            .route("/wallets", web::get().to(wallets::list))
+            .route("/wallets/packages", web::post().to(wallets::set_packages))
+            .route("/wallets/{id}", web::get().to(wallets::show))
+            .route("/wallets/{id}/adjust", web::post().to(wallets::adjust))
+            .route(
+                "/wallets/{id}/topups/{session}/refund",
+                web::post().to(wallets::refund_topup),
+            )
             .route("/users", web::get().to(pages::users))
             .route("/users", web::post().to(pages::add_user))
             .route("/users/{id}/remove", web::post().to(pages::remove_user)),
