@@ -136,6 +136,10 @@ impl Application {
             presence,
             qr: crate::qr::QrCache::default(),
             limits: Default::default(),
+            mailer: crate::mail::Mailer::new(
+                settings.smtp_url.as_ref().map(|u| u.expose()),
+                &settings.smtp_from,
+            )?,
         };
         let (http, http_addr) = serve_http(state, settings.bind)?;
         tracing::info!(

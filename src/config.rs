@@ -163,6 +163,19 @@ pub struct Settings {
     #[arg(long, env = "OFFLINE_AFTER", default_value_t = 120)]
     pub offline_after: u64,
 
+    /// Mail server for wallet sign-in links: smtp://host:25, smtps://user:pass@host:465, or
+    /// smtp://user:pass@host:587?tls=required. Unset: no email.
+    #[arg(long, env = "SMTP_URL", value_parser = parse_secret, hide_env_values = true)]
+    pub smtp_url: Option<Secret>,
+
+    /// Sender of coinpulse's email, e.g. "Arcade <arcade@example.com>".
+    #[arg(
+        long,
+        env = "SMTP_FROM",
+        default_value = "coinpulse <coinpulse@localhost>"
+    )]
+    pub smtp_from: String,
+
     /// Card fee per payment, for the dashboard's "fees saved by wallets": percent …
     #[arg(long, env = "CARD_FEE_PERCENT", default_value_t = 2.9)]
     pub card_fee_percent: f64,

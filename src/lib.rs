@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod mail;
 pub mod mqtt;
 pub mod payment_links;
 pub mod payments;

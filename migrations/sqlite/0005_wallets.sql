@@ -65,3 +65,12 @@ CREATE TABLE wallet_spends (
     pulse_id   TEXT NOT NULL,
     used_at    TEXT NOT NULL
 );
+
+-- One-time sign-in links that bring a wallet to another phone (only the token's hash).
+CREATE TABLE wallet_signins (
+    token_hash  TEXT PRIMARY KEY NOT NULL,
+    wallet_id   TEXT NOT NULL REFERENCES wallets (id),
+    email       TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    used_at     TEXT
+);

@@ -44,7 +44,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: web pages and Stripe webhooks, MQTT broker or connection, pulse delivery.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Register cabinets, set prices and bundles, grant credits (works on the database).
     Cabinet(cabinet::CabinetArgs),
     /// Act as a cabinet in this terminal: receive and verify pulses, ack them, report game over.

@@ -393,3 +393,69 @@ impl Store {
         .await?)
     }
 }
+
+impl Store {
+    /// The wallet `email` belongs to (the newest, if several currencies).
+    pub async fn wallet_by_email(&self, email: &str) -> Result<Option<Wallet>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "{WALLET} WHERE email = $1 ORDER BY created_at DESC LIMIT 1"
+        ))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn set_wallet_email(&self, id: &str, email: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE wallets SET email = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(email)
+            .bind(now_db())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_wallet_signin(
+        &self,
+        token_hash: &str,
+        wallet_id: &str,
+        email: &str,
+        expires_at: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO wallet_signins (token_hash, wallet_id, email, expires_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(wallet_id)
+        .bind(email)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Uses a sign-in link: its wallet, once, before it expires; None otherwise.
+    pub async fn use_wallet_signin(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let now = now_db();
+        let mut tx = self.write_transaction().await?;
+        let used = sqlx::query(
+            "UPDATE wallet_signins SET used_at = $2 \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let wallet: String =
+            sqlx::query_scalar("SELECT wallet_id FROM wallet_signins WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(Some(wallet))
+    }
+}

@@ -13,6 +13,8 @@ const MAX_KEYS: usize = 10_000;
 pub struct Limits {
     checkout_ip: DefaultKeyedRateLimiter<IpAddr>,
     checkout_cookie: DefaultKeyedRateLimiter<String>,
+    signin_ip: DefaultKeyedRateLimiter<IpAddr>,
+    signin_email: DefaultKeyedRateLimiter<String>,
 }
 
 fn quota(per_minute: u32, burst: u32) -> Quota {
@@ -27,6 +29,13 @@ impl Default for Limits {
             // address limit is loose; the cookie limit is what stops one phone.
             checkout_ip: RateLimiter::keyed(quota(60, 30)),
             checkout_cookie: RateLimiter::keyed(quota(10, 5)),
+            // Sign-in links: a few per address (each is an email someone receives), a few
+            // more per network.
+            signin_email: RateLimiter::keyed(
+                Quota::per_hour(NonZeroU32::new(6).expect("non-zero"))
+                    .allow_burst(NonZeroU32::new(3).expect("non-zero")),
+            ),
+            signin_ip: RateLimiter::keyed(quota(10, 10)),
         }
     }
 }
@@ -46,6 +55,26 @@ impl Limits {
         if self.checkout_cookie.len() > MAX_KEYS || self.checkout_ip.len() > MAX_KEYS {
             self.checkout_cookie.retain_recent();
             self.checkout_ip.retain_recent();
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// Ok, or how long to wait before another sign-in link to `email` / from `ip`.
+    pub fn signin(&self, ip: Option<IpAddr>, email: &str) -> Result<(), Duration> {
+        let now = DefaultClock::default().now();
+        if let Some(ip) = ip {
+            if let Err(not_until) = self.signin_ip.check_key(&ip) {
+                return Err(not_until.wait_time_from(now));
+            }
+        }
+        if let Err(not_until) = self.signin_email.check_key(&email.to_owned()) {
+            return Err(not_until.wait_time_from(now));
+        }
+        if self.signin_email.len() > MAX_KEYS || self.signin_ip.len() > MAX_KEYS {
+            self.signin_email.retain_recent();
+            self.signin_ip.retain_recent();
         }
         Ok(())
     }

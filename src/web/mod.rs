@@ -43,6 +43,7 @@ pub struct AppState {
     pub stripe: crate::stripe::api::StripeApi,
     pub qr: crate::qr::QrCache,
     pub limits: Arc<limits::Limits>,
+    pub mailer: crate::mail::Mailer,
 }
 
 /// Every response carries these (a handler may set its own instead): no inline script
@@ -100,6 +101,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, public_url: &str) {
     // The player's wallet.
     .route("/w", web::get().to(wallet::page))
     .route("/w/topup", web::post().to(wallet::topup))
+    .route("/w/email", web::post().to(wallet::set_email))
+    .route("/w/signin", web::post().to(wallet::send_signin))
+    .route("/w/signin/{token}", web::get().to(wallet::signin))
     .route("/p/{machine_id}/status", web::get().to(pay::status))
     .service(
         web::scope("/api/v1")

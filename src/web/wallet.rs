@@ -55,6 +55,9 @@ struct WalletPage {
     topup_state: Option<&'static str>,
     csrf: String,
     nonce: String,
+    email: Option<String>,
+    has_wallet: bool,
+    mail: bool,
 }
 
 async fn currency_for(state: &AppState, wallet: Option<&Wallet>, q: &WalletQuery) -> String {
@@ -172,6 +175,9 @@ pub async fn page(
         topup_state,
         csrf: csrf_for(&state, &cookie_value, SCOPE, &nonce),
         nonce,
+        email: wallet.as_ref().and_then(|w| w.email.clone()),
+        has_wallet: wallet.is_some(),
+        mail: state.mailer.is_configured(),
     };
     let mut res = html::page(StatusCode::OK, &page);
     let _ = res.add_cookie(&cookie);
@@ -305,4 +311,158 @@ pub async fn topup(
         .finish();
     let _ = res.add_cookie(&wallet_cookie(&state, &wallet.id));
     Ok(res)
+}
+
+/// How long a sign-in link works.
+const SIGNIN_MINUTES: i64 = 30;
+
+#[derive(Deserialize)]
+pub struct EmailForm {
+    #[serde(default)]
+    email: String,
+    csrf: String,
+    nonce: String,
+}
+
+fn notice(heading: &str, body: &str) -> HttpResponse {
+    html::message_page(HttpResponse::Ok(), heading, body, Some("/w"))
+}
+
+/// `POST /w/email`: puts an email on this phone's wallet, for receipts and to sign in on
+/// another phone.
+pub async fn set_email(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<EmailForm>,
+) -> Result<HttpResponse, PageError> {
+    let back = Some("/w".to_owned());
+    if checked_form(&state, &req, SCOPE, &form.csrf, &form.nonce).is_none() {
+        return Err(
+            AppError::Forbidden("This page expired. Please try again.".into())
+                .page("Please start again", back),
+        );
+    }
+    let Some(wallet) = phone_wallet(&state, &req).await else {
+        return Ok(notice(
+            "No wallet on this phone yet",
+            "Top up first; then add your email.",
+        ));
+    };
+    let email = crate::accounts::normalize_email(&form.email).map_err(|e| {
+        AppError::Unprocessable(e.to_string()).page("Please check the email", back.clone())
+    })?;
+    match state.store.wallet_by_email(&email).await {
+        Ok(Some(other)) if other.id != wallet.id => {
+            return Ok(notice(
+                "That email is on another wallet",
+                "Use \"Sign in with email\" to bring that wallet to this phone.",
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => return Err(AppError::from(e).page("Please try again", back)),
+    }
+    state
+        .store
+        .set_wallet_email(&wallet.id, &email)
+        .await
+        .map_err(|e| AppError::from(e).page("Please try again", back))?;
+    Ok(see_other("/w"))
+}
+
+fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
+fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// `POST /w/signin`: emails a one-time link to the wallet that uses this address. The
+/// answer is the same whether or not one does, so nobody learns who plays here.
+pub async fn send_signin(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<EmailForm>,
+) -> Result<HttpResponse, PageError> {
+    let back = Some("/w".to_owned());
+    if checked_form(&state, &req, SCOPE, &form.csrf, &form.nonce).is_none() {
+        return Err(
+            AppError::Forbidden("This page expired. Please try again.".into())
+                .page("Please start again", back),
+        );
+    }
+    let email = crate::accounts::normalize_email(&form.email).map_err(|e| {
+        AppError::Unprocessable(e.to_string()).page("Please check the email", back.clone())
+    })?;
+    if let Err(wait) = state.limits.signin(req.peer_addr().map(|a| a.ip()), &email) {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        tracing::warn!(peer = ?req.peer_addr(), "wallet sign-in links rate-limited");
+        return Err(AppError::TooManyRequests {
+            message: format!(
+                "Too many sign-in links asked for. Please try again in {minutes} minute(s)."
+            ),
+            retry_after_secs: wait.as_secs().max(1),
+        }
+        .page("Too many attempts", back));
+    }
+    if !state.mailer.is_configured() {
+        return Ok(notice(
+            "Email is not set up here",
+            "This arcade has not set up email. Please ask a member of staff.",
+        ));
+    }
+    if let Ok(Some(wallet)) = state.store.wallet_by_email(&email).await {
+        let token = crate::domain::random_token(16);
+        let expires =
+            crate::domain::db_time(chrono::Utc::now() + chrono::Duration::minutes(SIGNIN_MINUTES));
+        let stored = state
+            .store
+            .insert_wallet_signin(&token_hash(&token), &wallet.id, &email, &expires)
+            .await;
+        if let Err(e) = stored {
+            return Err(AppError::from(e).page("Please try again", back));
+        }
+        let link = format!("{}/w/signin/{token}", state.settings.public_url);
+        let body = format!(
+            "Open this link on the phone you want to play with:\n\n{link}\n\n\
+             It works once, for {SIGNIN_MINUTES} minutes. If you did not ask for it, ignore this email.\n"
+        );
+        if let Err(e) = state.mailer.send(&email, "Your arcade wallet", body).await {
+            tracing::error!(error = %e, "wallet sign-in email failed");
+            return Err(AppError::BadGateway(
+                "We couldn't send the email just now. Please try again.".into(),
+            )
+            .page("Email not sent", back));
+        }
+        tracing::info!(wallet = %wallet.id, "wallet sign-in link sent");
+    }
+    Ok(notice(
+        "Check your email",
+        &format!("If a wallet uses {email}, a sign-in link is on its way. It works once, for {SIGNIN_MINUTES} minutes."),
+    ))
+}
+
+/// `GET /w/signin/{token}`: binds the link's wallet to this phone, once.
+pub async fn signin(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    match state.store.use_wallet_signin(&token_hash(&path)).await {
+        Ok(Some(wallet_id)) => {
+            tracing::info!(wallet = %wallet_id, "wallet signed in on a phone");
+            let mut res = see_other("/w");
+            let _ = res.add_cookie(&wallet_cookie(&state, &wallet_id));
+            Ok(res)
+        }
+        Ok(None) => Ok(html::message_page(
+            HttpResponse::Gone(),
+            "This link no longer works",
+            "Sign-in links work once, for 30 minutes. Ask for a new one on the wallet page.",
+            Some("/w"),
+        )),
+        Err(e) => Err(AppError::from(e).page("Please try again", None)),
+    }
 }

@@ -450,3 +450,70 @@ async fn the_owner_sets_packages_adjusts_a_balance_and_refunds_the_unspent_part(
         .await;
     ledger_agrees(&t._db);
 }
+
+#[tokio::test]
+async fn an_emailed_link_brings_the_wallet_to_another_phone_once() {
+    let Some(smtp) = SmtpSink::start().await else {
+        return;
+    };
+    let url = smtp.url.clone();
+    let t = pay_app(move |o| o.smtp_url = Some(url)).await;
+    let (mut phone, _cab) = funded(&t).await;
+
+    // The first phone puts its email on the wallet.
+    let page = phone.get("/w").await;
+    let form = |body: &str, email: &str| {
+        vec![
+            ("csrf", field(body, "csrf")),
+            ("nonce", field(body, "nonce")),
+            ("email", email.to_owned()),
+        ]
+    };
+    let answer = phone
+        .post("/w/email", &form(&page.body, "Player@Example.com"))
+        .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(phone.get("/w").await.body.contains("player@example.com"));
+
+    // A new phone asks for a link; an unknown address gets the same answer and no email.
+    let mut new_phone = Phone::new(&t.app);
+    let page = new_phone.get("/w").await;
+    let unknown = new_phone
+        .post("/w/signin", &form(&page.body, "nobody@example.com"))
+        .await;
+    assert!(
+        unknown.body.contains("If a wallet uses"),
+        "{}",
+        unknown.body
+    );
+    let page = new_phone.get("/w").await;
+    let asked = new_phone
+        .post("/w/signin", &form(&page.body, "player@example.com"))
+        .await;
+    assert!(asked.body.contains("If a wallet uses"), "{}", asked.body);
+    let link = smtp.link("/w/signin/", 1).await;
+    assert!(!smtp.received().contains("nobody@example.com"));
+    assert!(link.starts_with(&t.app.base), "{link}");
+
+    let used = new_phone.get(&link).await;
+    assert_eq!(used.status, 303);
+    assert_eq!(balance(&mut new_phone).await, "$10.00", "the same wallet");
+    // Once only.
+    let mut third = Phone::new(&t.app);
+    assert_eq!(third.get(&link).await.status, 410);
+
+    // Rate-limited per address.
+    let mut limited = false;
+    for _ in 0..6 {
+        let page = third.get("/w").await;
+        let answer = third
+            .post("/w/signin", &form(&page.body, "player@example.com"))
+            .await;
+        if answer.status == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "sign-in links are rate-limited");
+    ledger_agrees(&t._db);
+}

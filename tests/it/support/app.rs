@@ -110,6 +110,8 @@ pub struct AppOptions {
     pub allow_promotion_codes: bool,
     /// The embedded broker's TLS listener: (port, certificate, key).
     pub mqtt_tls: Option<(u16, std::path::PathBuf, std::path::PathBuf)>,
+    /// SMTP_URL, for email (a sink the test started).
+    pub smtp_url: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -125,6 +127,7 @@ impl Default for AppOptions {
             offline_after: None,
             allow_promotion_codes: false,
             mqtt_tls: None,
+            smtp_url: None,
         }
     }
 }
@@ -194,6 +197,10 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         args.push(format!("--mqtt-tls-listen=127.0.0.1:{port}"));
         args.push(format!("--mqtt-tls-cert={}", cert.display()));
         args.push(format!("--mqtt-tls-key={}", key.display()));
+    }
+    if let Some(u) = &opts.smtp_url {
+        args.push(format!("--smtp-url={u}"));
+        args.push("--smtp-from=Arcade <arcade@example.com>".into());
     }
     if let Some(u) = &opts.mqtt_username {
         args.push(format!("--mqtt-username={u}"));

@@ -5,6 +5,7 @@ mod app;
 mod cabinet;
 mod dashboard;
 mod phone;
+mod smtp;
 pub mod stripe;
 mod webhooks;
 
@@ -12,4 +13,5 @@ pub use app::*;
 pub use cabinet::*;
 pub use dashboard::*;
 pub use phone::*;
+pub use smtp::*;
 pub use webhooks::*;
