@@ -131,6 +131,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, public_url: &str) {
             .route("/payments/{id}", web::get().to(api::get_payment))
             .route("/plays", web::get().to(api::list_plays))
             .route("/pulses", web::get().to(api::list_pulses))
+            .route(
+                "/topup-packages/{currency}",
+                web::get().to(api::get_packages),
+            )
+            .route(
+                "/topup-packages/{currency}",
+                web::put().to(api::put_packages),
+            )
             .default_service(web::to(api::not_found)),
     );
 }

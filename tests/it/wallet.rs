@@ -517,3 +517,47 @@ async fn an_emailed_link_brings_the_wallet_to_another_phone_once() {
     assert!(limited, "sign-in links are rate-limited");
     ledger_agrees(&t._db);
 }
+
+#[tokio::test]
+async fn top_up_packages_are_set_through_the_api() {
+    let t = pay_app(|_| {}).await;
+    let cab = t.app.cabinet(100, "usd").await;
+    let body = t.app.get("/topup-packages/usd").await;
+    assert_eq!(body["default"], true);
+    assert_eq!(body["packages"][1]["credit_minor"], 2200);
+    let (status, body) = t
+        .app
+        .api(
+            reqwest::Method::PUT,
+            "/topup-packages/usd",
+            Some(json!({"packages": [{"pay_minor": 1500, "credit_minor": 1800, "label": "Weekend"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = t
+        .app
+        .api(
+            reqwest::Method::PUT,
+            "/topup-packages/usd",
+            Some(json!({"packages": [{"pay_minor": 1500, "credit_minor": 1000}]})),
+        )
+        .await;
+    assert_eq!(status, 422, "a package never credits less than it costs");
+    let mut phone = Phone::new(&t.app);
+    let page = phone.get(&format!("/w?from={}", cab.machine_id)).await;
+    assert!(
+        page.body.contains("Weekend") && page.body.contains("$18.00"),
+        "{}",
+        page.body
+    );
+    let id = start_topup(&mut phone, &cab.machine_id, 0).await;
+    let (_, body) = t.fake.complete(&id, |_| {}).await;
+    assert_eq!(body["outcome"], "topped_up");
+    assert_eq!(balance(&mut phone).await, "$18.00");
+    let sessions = t.fake.requests("/v1/checkout/sessions");
+    assert_eq!(
+        sessions.last().unwrap().params["line_items[0][price_data][unit_amount]"],
+        "1500"
+    );
+    ledger_agrees(&t._db);
+}

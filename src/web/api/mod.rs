@@ -3,6 +3,7 @@
 mod cabinets;
 mod payment_links;
 mod payments;
+mod wallets;
 
 pub use cabinets::{
     create_cabinet, get_bundles, get_cabinet, grant_credits, list_cabinets, put_bundles, qr,
@@ -10,6 +11,7 @@ pub use cabinets::{
 };
 pub use payment_links::create_payment_link;
 pub use payments::{get_payment, list_payments, list_plays, list_pulses};
+pub use wallets::{get_packages, put_packages};
 
 use std::future::{ready, Ready};
 
