@@ -473,3 +473,119 @@ fn pdf_to_png(pdf: &[u8]) -> Option<Vec<u8>> {
     }
     std::fs::read(dir.path().join("sheet.png")).ok()
 }
+
+/// A player at a phone's size: tops up through (fake) Stripe Checkout, comes back, plays
+/// from the balance with one tap, and sees the wallet page.
+#[tokio::test]
+async fn player_tops_up_once_and_plays_with_one_tap() {
+    let Some((driver_bin, chromium)) = browser_binaries() else {
+        return;
+    };
+    let t = pay_app(|_| {}).await;
+    let (app, fake) = (&t.app, &t.fake);
+    let mut cab = app.cabinet(100, "usd").await;
+    app.api(
+        Method::PATCH,
+        &format!("/cabinets/{}", cab.machine_id),
+        Some(
+            json!({"name": "Cabinet 4", "game": "Street Fighter II", "location": "By the window"}),
+        ),
+    )
+    .await;
+    let (driver, c) = browser(&driver_bin, &chromium, Some((390, 844))).await;
+    let shots = Screenshots::new();
+
+    c.goto(&format!("{}/p/{}", app.base, cab.machine_id))
+        .await
+        .unwrap();
+    c.find(Locator::Css(".topup-hint a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("form[action='/w/topup']"))
+        .await
+        .unwrap();
+    shots.save("wallet-topup-phone.png", &c.screenshot().await.unwrap());
+    c.find(Locator::XPath("//label[contains(., 'bonus')]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    submit(&c, "form[action='/w/topup']").await;
+    let pay = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("pay"))
+        .await
+        .unwrap();
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .starts_with(&fake.base));
+    pay.click().await.unwrap();
+    // Back on the wallet page, which waits for Stripe's confirmation by itself.
+    let mut big = String::new();
+    for _ in 0..100 {
+        if let Ok(el) = c.find(Locator::Css(".big")).await {
+            big = el.text().await.unwrap_or_default();
+            if big == "$22.00" {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(big, "$22.00", "topped up $20.00 with its bonus");
+    shots.save("wallet-topped-up-phone.png", &c.screenshot().await.unwrap());
+
+    // Back to the machine: one tap.
+    c.find(Locator::Css("a.button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let play = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("button.play-now"))
+        .await
+        .unwrap();
+    assert!(play.text().await.unwrap().contains("from your balance"));
+    shots.save(
+        "pay-page-with-balance-phone.png",
+        &c.screenshot().await.unwrap(),
+    );
+    play.click().await.unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Id("now"))
+        .await
+        .unwrap();
+    let pulse = cab.expect_credit().await;
+    assert_eq!((pulse.credits, pulse.source.as_str()), (1, "wallet"));
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = text_of(&c, "#now").await;
+        if text.contains("enjoy") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("enjoy"), "thanks page says {text:?}");
+    shots.save("wallet-played-phone.png", &c.screenshot().await.unwrap());
+
+    c.goto(&format!("{}/w", app.base)).await.unwrap();
+    assert_eq!(text_of(&c, ".big").await, "$21.00");
+    assert!(text_of(&c, ".ledger").await.contains("Played"));
+    shots.save("wallet-page-phone.png", &c.screenshot().await.unwrap());
+    c.close().await.unwrap();
+    drop(driver);
+    shots.publish();
+}
