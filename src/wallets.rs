@@ -103,20 +103,39 @@ pub async fn topup_refunded(
     if delta <= 0 {
         return Ok(WebhookOutcome::outcome(Outcome::Duplicate));
     }
-    let balance = tx.wallet_balance(&t.wallet_id).await?;
-    let debit = delta.min(balance);
-    if debit > 0 {
-        tx.append_ledger(&NewLedgerRow {
-            wallet_id: &t.wallet_id,
-            kind: LedgerKind::Refund,
-            amount_minor: -debit,
-            reason: "top-up refunded",
-            reference: &format!("{charge_id}:{amount_refunded}"),
-            machine_id: None,
-            at: now,
-        })
-        .await?;
+    if t.status != "paid" {
+        // Never added to the balance (short-paid, still open): nothing to take back.
+        tx.set_topup_refunded(&t.checkout_session_id, amount_refunded, None)
+            .await?;
+        return Ok(WebhookOutcome::outcome(Outcome::Refunded));
     }
+    // The refunded share of the top-up's bonus goes with it.
+    let take = delta + delta * (t.credit_minor - t.pay_minor) / t.pay_minor.max(1);
+    // The balance may move between reading it and the conditional debit (another
+    // replica's spend): read again and retry rather than record a debit that did not happen.
+    let mut balance = 0;
+    let mut debit = 0;
+    for _ in 0..5 {
+        balance = tx.wallet_balance(&t.wallet_id).await?;
+        debit = take.min(balance);
+        if debit == 0
+            || tx
+                .append_ledger(&NewLedgerRow {
+                    wallet_id: &t.wallet_id,
+                    kind: LedgerKind::Refund,
+                    amount_minor: -debit,
+                    reason: "top-up refunded",
+                    reference: &format!("{charge_id}:{amount_refunded}"),
+                    machine_id: None,
+                    at: now,
+                })
+                .await?
+        {
+            break;
+        }
+        debit = 0;
+    }
+    let delta = take;
     let note = (debit < delta).then(|| {
         format!(
             "refunded {delta} but the wallet held only {balance}: {} already spent",

@@ -66,11 +66,13 @@ CREATE TABLE wallet_spends (
     used_at    TEXT NOT NULL
 );
 
--- One-time sign-in links that bring a wallet to another phone (only the token's hash).
+-- One-time links sent by email (only the token's hash): 'signin' brings a wallet to
+-- another phone, 'verify' confirms the address a wallet asked to use.
 CREATE TABLE wallet_signins (
     token_hash  TEXT PRIMARY KEY NOT NULL,
     wallet_id   TEXT NOT NULL REFERENCES wallets (id),
     email       TEXT NOT NULL,
+    purpose     TEXT NOT NULL DEFAULT 'signin',
     expires_at  TEXT NOT NULL,
     used_at     TEXT
 );

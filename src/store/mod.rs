@@ -30,7 +30,9 @@ pub use plays::{NewPlay, Play};
 pub use pulses::{AckOutcome, NewPulse, OutboxPulse, Pulse};
 pub use tx::Tx;
 pub use users::{AuditEntry, Failures, NewAudit, User};
-pub use wallets::{BalanceMismatch, LedgerRow, NewLedgerRow, Topup, Wallet, WalletTotals};
+pub use wallets::{
+    BalanceMismatch, LedgerRow, NewLedgerRow, Topup, Wallet, WalletLink, WalletTotals,
+};
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -69,20 +69,20 @@ impl Store {
             .await?)
     }
 
-    /// A new, empty wallet (its first top-up is on its way).
-    pub async fn create_wallet(&self, currency: &str) -> Result<Wallet, StoreError> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+    /// A new, empty wallet `id` (its first top-up is on its way); the existing one when
+    /// it was created before (the same form sent twice).
+    pub async fn create_wallet(&self, id: &str, currency: &str) -> Result<Wallet, StoreError> {
         let now = now_db();
         sqlx::query(
             "INSERT INTO wallets (id, currency, balance_minor, created_at, updated_at) \
-             VALUES ($1, $2, 0, $3, $3)",
+             VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING",
         )
-        .bind(&id)
+        .bind(id)
         .bind(currency)
         .bind(&now)
         .execute(&self.pool)
         .await?;
-        Ok(self.wallet(&id).await?.expect("wallet just created"))
+        Ok(self.wallet(id).await?.expect("wallet just created"))
     }
 
     pub async fn ledger(&self, wallet_id: &str, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
@@ -405,38 +405,64 @@ impl Store {
         .await?)
     }
 
+    /// Gives `email` to wallet `id` (taking it from any other wallet that had it).
     pub async fn set_wallet_email(&self, id: &str, email: &str) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let now = now_db();
+        sqlx::query(
+            "UPDATE wallets SET email = NULL, updated_at = $3 WHERE email = $1 AND id <> $2",
+        )
+        .bind(email)
+        .bind(id)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("UPDATE wallets SET email = $2, updated_at = $3 WHERE id = $1")
             .bind(id)
             .bind(email)
-            .bind(now_db())
-            .execute(&self.pool)
+            .bind(&now)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    pub async fn insert_wallet_signin(
+    pub async fn insert_wallet_link(
         &self,
+        link: &WalletLink,
         token_hash: &str,
-        wallet_id: &str,
-        email: &str,
-        expires_at: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO wallet_signins (token_hash, wallet_id, email, expires_at) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO wallet_signins (token_hash, wallet_id, email, purpose, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token_hash)
-        .bind(wallet_id)
-        .bind(email)
-        .bind(expires_at)
+        .bind(&link.wallet_id)
+        .bind(&link.email)
+        .bind(&link.purpose)
+        .bind(&link.expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Uses a sign-in link: its wallet, once, before it expires; None otherwise.
-    pub async fn use_wallet_signin(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+    /// A link that can still be used (unused, not expired), without using it.
+    pub async fn wallet_link(&self, token_hash: &str) -> Result<Option<WalletLink>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT wallet_id, email, purpose, expires_at FROM wallet_signins \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now_db())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Uses a link: what it was for, once, before it expires; None otherwise.
+    pub async fn use_wallet_link(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<WalletLink>, StoreError> {
         let now = now_db();
         let mut tx = self.write_transaction().await?;
         let used = sqlx::query(
@@ -450,12 +476,23 @@ impl Store {
         if used.rows_affected() != 1 {
             return Ok(None);
         }
-        let wallet: String =
-            sqlx::query_scalar("SELECT wallet_id FROM wallet_signins WHERE token_hash = $1")
-                .bind(token_hash)
-                .fetch_one(&mut *tx)
-                .await?;
+        let link: WalletLink = sqlx::query_as(
+            "SELECT wallet_id, email, purpose, expires_at FROM wallet_signins WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(Some(wallet))
+        Ok(Some(link))
     }
+}
+
+/// A one-time link sent by email.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WalletLink {
+    pub wallet_id: String,
+    pub email: String,
+    /// `signin` (bring the wallet to this phone) or `verify` (confirm the wallet's email).
+    pub purpose: String,
+    pub expires_at: String,
 }

@@ -104,6 +104,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, public_url: &str) {
     .route("/w/email", web::post().to(wallet::set_email))
     .route("/w/signin", web::post().to(wallet::send_signin))
     .route("/w/signin/{token}", web::get().to(wallet::signin))
+    .route("/w/signin/{token}", web::post().to(wallet::use_link))
     .route("/p/{machine_id}/status", web::get().to(pay::status))
     .service(
         web::scope("/api/v1")

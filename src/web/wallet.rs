@@ -105,7 +105,9 @@ pub async fn page(
     q: web::Query<WalletQuery>,
 ) -> Result<HttpResponse, PageError> {
     let trouble = |e: AppError| e.page("Please try again", Some("/w".into()));
-    let wallet = phone_wallet(&state, &req).await;
+    let wallet = phone_wallet(&state, &req)
+        .await
+        .map_err(|e| trouble(e.into()))?;
     let currency = currency_for(&state, wallet.as_ref(), &q).await;
     let packages = packages(&state, &currency).await.map_err(trouble)?;
     let mut lines = Vec::new();
@@ -234,7 +236,10 @@ pub async fn topup(
                 .page("Please choose again", back),
         );
     };
-    let wallet = match phone_wallet(&state, &req).await {
+    let current = phone_wallet(&state, &req)
+        .await
+        .map_err(|e| AppError::from(e).page("Please try again", back.clone()))?;
+    let wallet = match current {
         Some(w) if w.currency == currency.as_str() => w,
         Some(w) => {
             return Err(AppError::Conflict(format!(
@@ -243,9 +248,15 @@ pub async fn topup(
             ))
             .page("Different currency", back))
         }
+        // The new wallet's id comes from this form, so a double tap makes one wallet.
         None => state
             .store
-            .create_wallet(currency.as_str())
+            .create_wallet(
+                &state
+                    .keys
+                    .mac("new wallet", &format!("{cookie}|{}", form.nonce))[..32],
+                currency.as_str(),
+            )
             .await
             .map_err(|e| AppError::from(e).page("Please try again", back.clone()))?,
     };
@@ -328,45 +339,111 @@ fn notice(heading: &str, body: &str) -> HttpResponse {
     html::message_page(HttpResponse::Ok(), heading, body, Some("/w"))
 }
 
-/// `POST /w/email`: puts an email on this phone's wallet, for receipts and to sign in on
-/// another phone.
+/// Emails a one-time link for `link` (the address in it) and stores its hash.
+async fn email_link(
+    state: &AppState,
+    link: crate::store::WalletLink,
+    subject: &str,
+    intro: &str,
+) -> Result<(), AppError> {
+    let token = crate::domain::random_token(16);
+    state
+        .store
+        .insert_wallet_link(&link, &token_hash(&token))
+        .await?;
+    let url = format!("{}/w/signin/{token}", state.settings.public_url);
+    let body = format!(
+        "{intro}\n\n{url}\n\nIt works once, for {SIGNIN_MINUTES} minutes. If you did not ask for it, ignore this email.\n"
+    );
+    state
+        .mailer
+        .send(&link.email, subject, body)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "wallet email failed");
+            AppError::BadGateway("We couldn't send the email just now. Please try again.".into())
+        })
+}
+
+fn new_link(wallet_id: &str, email: &str, purpose: &str) -> crate::store::WalletLink {
+    crate::store::WalletLink {
+        wallet_id: wallet_id.to_owned(),
+        email: email.to_owned(),
+        purpose: purpose.to_owned(),
+        expires_at: crate::domain::db_time(
+            chrono::Utc::now() + chrono::Duration::minutes(SIGNIN_MINUTES),
+        ),
+    }
+}
+
+/// The checks both email forms share: the form's token, the address, the rate limit and
+/// a configured mail server. Returns the normalised address.
+async fn email_form(
+    req: &HttpRequest,
+    state: &AppState,
+    form: &EmailForm,
+) -> Result<Result<String, HttpResponse>, PageError> {
+    let back = Some("/w".to_owned());
+    if checked_form(state, req, SCOPE, &form.csrf, &form.nonce).is_none() {
+        return Err(
+            AppError::Forbidden("This page expired. Please try again.".into())
+                .page("Please start again", back),
+        );
+    }
+    let email = crate::accounts::normalize_email(&form.email).map_err(|e| {
+        AppError::Unprocessable(e.to_string()).page("Please check the email", back.clone())
+    })?;
+    if let Err(wait) = state.limits.signin(req.peer_addr().map(|a| a.ip()), &email) {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        tracing::warn!(peer = ?req.peer_addr(), "wallet email links rate-limited");
+        return Err(AppError::TooManyRequests {
+            message: format!("Too many emails asked for. Please try again in {minutes} minute(s)."),
+            retry_after_secs: wait.as_secs().max(1),
+        }
+        .page("Too many attempts", back));
+    }
+    if !state.mailer.is_configured() {
+        return Ok(Err(notice(
+            "Email is not set up here",
+            "This arcade has not set up email. Please ask a member of staff.",
+        )));
+    }
+    Ok(Ok(email))
+}
+
+/// `POST /w/email`: emails a confirmation link; the address is the wallet's once the
+/// link is used (nobody can put someone else's address on their wallet).
 pub async fn set_email(
     req: HttpRequest,
     state: web::Data<AppState>,
     form: web::Form<EmailForm>,
 ) -> Result<HttpResponse, PageError> {
     let back = Some("/w".to_owned());
-    if checked_form(&state, &req, SCOPE, &form.csrf, &form.nonce).is_none() {
-        return Err(
-            AppError::Forbidden("This page expired. Please try again.".into())
-                .page("Please start again", back),
-        );
-    }
-    let Some(wallet) = phone_wallet(&state, &req).await else {
+    let email = match email_form(&req, &state, &form).await? {
+        Ok(e) => e,
+        Err(page) => return Ok(page),
+    };
+    let wallet = phone_wallet(&state, &req)
+        .await
+        .map_err(|e| AppError::from(e).page("Please try again", back.clone()))?;
+    let Some(wallet) = wallet else {
         return Ok(notice(
             "No wallet on this phone yet",
             "Top up first; then add your email.",
         ));
     };
-    let email = crate::accounts::normalize_email(&form.email).map_err(|e| {
-        AppError::Unprocessable(e.to_string()).page("Please check the email", back.clone())
-    })?;
-    match state.store.wallet_by_email(&email).await {
-        Ok(Some(other)) if other.id != wallet.id => {
-            return Ok(notice(
-                "That email is on another wallet",
-                "Use \"Sign in with email\" to bring that wallet to this phone.",
-            ))
-        }
-        Ok(_) => {}
-        Err(e) => return Err(AppError::from(e).page("Please try again", back)),
-    }
-    state
-        .store
-        .set_wallet_email(&wallet.id, &email)
-        .await
-        .map_err(|e| AppError::from(e).page("Please try again", back))?;
-    Ok(see_other("/w"))
+    email_link(
+        &state,
+        new_link(&wallet.id, &email, "verify"),
+        "Confirm your arcade wallet email",
+        "Open this link to use this address for your arcade wallet:",
+    )
+    .await
+    .map_err(|e| e.page("Email not sent", back))?;
+    Ok(notice(
+        "Check your email",
+        &format!("We sent a link to {email}. Open it to confirm the address."),
+    ))
 }
 
 fn see_other(to: &str) -> HttpResponse {
@@ -388,55 +465,19 @@ pub async fn send_signin(
     form: web::Form<EmailForm>,
 ) -> Result<HttpResponse, PageError> {
     let back = Some("/w".to_owned());
-    if checked_form(&state, &req, SCOPE, &form.csrf, &form.nonce).is_none() {
-        return Err(
-            AppError::Forbidden("This page expired. Please try again.".into())
-                .page("Please start again", back),
-        );
-    }
-    let email = crate::accounts::normalize_email(&form.email).map_err(|e| {
-        AppError::Unprocessable(e.to_string()).page("Please check the email", back.clone())
-    })?;
-    if let Err(wait) = state.limits.signin(req.peer_addr().map(|a| a.ip()), &email) {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        tracing::warn!(peer = ?req.peer_addr(), "wallet sign-in links rate-limited");
-        return Err(AppError::TooManyRequests {
-            message: format!(
-                "Too many sign-in links asked for. Please try again in {minutes} minute(s)."
-            ),
-            retry_after_secs: wait.as_secs().max(1),
-        }
-        .page("Too many attempts", back));
-    }
-    if !state.mailer.is_configured() {
-        return Ok(notice(
-            "Email is not set up here",
-            "This arcade has not set up email. Please ask a member of staff.",
-        ));
-    }
+    let email = match email_form(&req, &state, &form).await? {
+        Ok(e) => e,
+        Err(page) => return Ok(page),
+    };
     if let Ok(Some(wallet)) = state.store.wallet_by_email(&email).await {
-        let token = crate::domain::random_token(16);
-        let expires =
-            crate::domain::db_time(chrono::Utc::now() + chrono::Duration::minutes(SIGNIN_MINUTES));
-        let stored = state
-            .store
-            .insert_wallet_signin(&token_hash(&token), &wallet.id, &email, &expires)
-            .await;
-        if let Err(e) = stored {
-            return Err(AppError::from(e).page("Please try again", back));
-        }
-        let link = format!("{}/w/signin/{token}", state.settings.public_url);
-        let body = format!(
-            "Open this link on the phone you want to play with:\n\n{link}\n\n\
-             It works once, for {SIGNIN_MINUTES} minutes. If you did not ask for it, ignore this email.\n"
-        );
-        if let Err(e) = state.mailer.send(&email, "Your arcade wallet", body).await {
-            tracing::error!(error = %e, "wallet sign-in email failed");
-            return Err(AppError::BadGateway(
-                "We couldn't send the email just now. Please try again.".into(),
-            )
-            .page("Email not sent", back));
-        }
+        email_link(
+            &state,
+            new_link(&wallet.id, &email, "signin"),
+            "Your arcade wallet",
+            "Open this link on the phone you want to play with:",
+        )
+        .await
+        .map_err(|e| e.page("Email not sent", back))?;
         tracing::info!(wallet = %wallet.id, "wallet sign-in link sent");
     }
     Ok(notice(
@@ -445,24 +486,132 @@ pub async fn send_signin(
     ))
 }
 
-/// `GET /w/signin/{token}`: binds the link's wallet to this phone, once.
+#[derive(Template)]
+#[template(path = "pay/wallet_link.html")]
+struct LinkPage {
+    heading: String,
+    body: String,
+    warning: Option<String>,
+    action: String,
+    button: &'static str,
+    csrf: String,
+    nonce: String,
+}
+
+const LINK_SCOPE: &str = "wallet-link";
+
+/// `GET /w/signin/{token}`: says what the link will do and asks to confirm. Opening it
+/// changes nothing (mail scanners open links; a link someone else sent must not swap
+/// this phone's wallet unasked).
 pub async fn signin(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    match state.store.use_wallet_signin(&token_hash(&path)).await {
-        Ok(Some(wallet_id)) => {
-            tracing::info!(wallet = %wallet_id, "wallet signed in on a phone");
-            let mut res = see_other("/w");
-            let _ = res.add_cookie(&wallet_cookie(&state, &wallet_id));
-            Ok(res)
-        }
-        Ok(None) => Ok(html::message_page(
+    let gone = || {
+        html::message_page(
             HttpResponse::Gone(),
             "This link no longer works",
-            "Sign-in links work once, for 30 minutes. Ask for a new one on the wallet page.",
+            "Email links work once, for 30 minutes. Ask for a new one on the wallet page.",
             Some("/w"),
-        )),
-        Err(e) => Err(AppError::from(e).page("Please try again", None)),
+        )
+    };
+    let link = match state.store.wallet_link(&token_hash(&path)).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(gone()),
+        Err(e) => return Err(AppError::from(e).page("Please try again", None)),
+    };
+    let current = phone_wallet(&state, &req).await.ok().flatten();
+    let (heading, body, warning, button) = match link.purpose.as_str() {
+        "verify" => (
+            "Confirm your email".to_owned(),
+            format!("Use {} for your arcade wallet?", link.email),
+            None,
+            "Confirm",
+        ),
+        _ => {
+            let warning = current
+                .filter(|w| w.id != link.wallet_id && w.balance_minor > 0)
+                .map(|w| {
+                    let reach = match &w.email {
+                        Some(e) => format!("it stays yours and comes back with a link to {e}"),
+                        None => "it has no email, so this phone is the only way to it".to_owned(),
+                    };
+                    format!(
+                        "This phone's wallet holds {}: {reach}.",
+                        Money::format(w.balance_minor, &w.currency)
+                    )
+                });
+            (
+                "Use your wallet on this phone".to_owned(),
+                format!("Sign in to the wallet of {} on this phone?", link.email),
+                warning,
+                "Use this wallet here",
+            )
+        }
+    };
+    let (cookie_value, cookie) = pay_cookie(&state, &req);
+    let nonce = new_nonce();
+    let page = LinkPage {
+        heading,
+        body,
+        warning,
+        action: format!("/w/signin/{}", path.as_str()),
+        button,
+        csrf: csrf_for(&state, &cookie_value, LINK_SCOPE, &nonce),
+        nonce,
+    };
+    let mut res = html::page(StatusCode::OK, &page);
+    let _ = res.add_cookie(&cookie);
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    csrf: String,
+    nonce: String,
+}
+
+/// `POST /w/signin/{token}`: uses the link, once.
+pub async fn use_link(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    form: web::Form<LinkForm>,
+) -> Result<HttpResponse, PageError> {
+    if checked_form(&state, &req, LINK_SCOPE, &form.csrf, &form.nonce).is_none() {
+        return Err(
+            AppError::Forbidden("This page expired. Open the link again.".into())
+                .page("Please start again", None),
+        );
+    }
+    let link = match state.store.use_wallet_link(&token_hash(&path)).await {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return Ok(html::message_page(
+                HttpResponse::Gone(),
+                "This link no longer works",
+                "Email links work once, for 30 minutes. Ask for a new one on the wallet page.",
+                Some("/w"),
+            ))
+        }
+        Err(e) => return Err(AppError::from(e).page("Please try again", None)),
+    };
+    match link.purpose.as_str() {
+        "verify" => {
+            state
+                .store
+                .set_wallet_email(&link.wallet_id, &link.email)
+                .await
+                .map_err(|e| AppError::from(e).page("Please try again", None))?;
+            tracing::info!(wallet = %link.wallet_id, "wallet email confirmed");
+            Ok(see_other("/w"))
+        }
+        _ => {
+            tracing::info!(wallet = %link.wallet_id, "wallet signed in on a phone");
+            let mut res = see_other("/w");
+            let _ = res.add_cookie(&wallet_cookie(&state, &link.wallet_id));
+            Ok(res)
+        }
     }
 }

@@ -472,7 +472,26 @@ async fn an_emailed_link_brings_the_wallet_to_another_phone_once() {
     let answer = phone
         .post("/w/email", &form(&page.body, "Player@Example.com"))
         .await;
-    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(answer.body.contains("Check your email"), "{}", answer.body);
+    assert!(
+        !phone.get("/w").await.body.contains("player@example.com"),
+        "not before it is confirmed"
+    );
+    let verify = smtp.link("/w/signin/", 1).await;
+    // Opening the link only asks; confirming uses it.
+    let page = phone.get(&verify).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Confirm your email"), "{}", page.body);
+    let confirmed = phone
+        .post(
+            &verify[verify.find("/w/").unwrap()..],
+            &[
+                ("csrf", field(&page.body, "csrf")),
+                ("nonce", field(&page.body, "nonce")),
+            ],
+        )
+        .await;
+    assert_eq!(confirmed.status, 303);
     assert!(phone.get("/w").await.body.contains("player@example.com"));
 
     // A new phone asks for a link; an unknown address gets the same answer and no email.
@@ -491,16 +510,29 @@ async fn an_emailed_link_brings_the_wallet_to_another_phone_once() {
         .post("/w/signin", &form(&page.body, "player@example.com"))
         .await;
     assert!(asked.body.contains("If a wallet uses"), "{}", asked.body);
-    let link = smtp.link("/w/signin/", 1).await;
+    let link = smtp.link("/w/signin/", 2).await;
     assert!(!smtp.received().contains("nobody@example.com"));
     assert!(link.starts_with(&t.app.base), "{link}");
+    let path = link[link.find("/w/").unwrap()..].to_owned();
 
-    let used = new_phone.get(&link).await;
+    let page = new_phone.get(&path).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Use this wallet here"), "{}", page.body);
+    assert!(
+        !new_phone.cookies.contains_key("cp_wallet"),
+        "opening the link changed nothing"
+    );
+    let fields = [
+        ("csrf", field(&page.body, "csrf")),
+        ("nonce", field(&page.body, "nonce")),
+    ];
+    let used = new_phone.post(&path, &fields).await;
     assert_eq!(used.status, 303);
     assert_eq!(balance(&mut new_phone).await, "$10.00", "the same wallet");
     // Once only.
     let mut third = Phone::new(&t.app);
-    assert_eq!(third.get(&link).await.status, 410);
+    assert_eq!(third.get(&path).await.status, 410);
+    assert_eq!(new_phone.post(&path, &fields).await.status, 410);
 
     // Rate-limited per address.
     let mut limited = false;

@@ -237,6 +237,13 @@ struct WalletPage {
     topups: Vec<TopupLine>,
 }
 
+/// What of a top-up can be refunded now: what it paid and is not refunded yet, no more
+/// than the balance still covers with the bonus that goes back with it.
+fn refundable(t: &Topup, balance_minor: i64) -> i64 {
+    let covered = balance_minor * t.pay_minor / t.credit_minor.max(1);
+    (t.pay_minor - t.refunded_minor).min(covered).max(0)
+}
+
 fn ledger_lines(rows: Vec<LedgerRow>, currency: &str) -> Vec<LedgerLine> {
     rows.into_iter()
         .map(|r| LedgerLine {
@@ -274,7 +281,7 @@ pub async fn show(
         .await?
         .into_iter()
         .map(|t: Topup| {
-            let left = (t.pay_minor - t.refunded_minor).min(w.balance_minor);
+            let left = refundable(&t, w.balance_minor);
             let m = |v: i64| Money::format(v, &t.currency);
             TopupLine {
                 refundable: (t.status == "paid" && left > 0 && t.payment_intent_id.is_some()).then(

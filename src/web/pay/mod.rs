@@ -142,13 +142,19 @@ pub(super) fn pay_cookie(
 }
 
 /// The wallet this phone's cookie names, if the cookie is genuine and the wallet exists.
+/// A database error is an error, never "no wallet": that would start a new one and lose
+/// the phone's balance.
 pub(super) async fn phone_wallet(
     state: &AppState,
     req: &actix_web::HttpRequest,
-) -> Option<crate::store::Wallet> {
-    let value = req.cookie(WALLET_COOKIE)?;
-    let id = crate::domain::wallet::wallet_of_cookie(&state.keys, value.value())?;
-    state.store.wallet(&id).await.ok().flatten()
+) -> Result<Option<crate::store::Wallet>, crate::store::StoreError> {
+    let Some(value) = req.cookie(WALLET_COOKIE) else {
+        return Ok(None);
+    };
+    match crate::domain::wallet::wallet_of_cookie(&state.keys, value.value()) {
+        Some(id) => state.store.wallet(&id).await,
+        None => Ok(None),
+    }
 }
 
 /// The long-lived cookie that binds a wallet to this phone.

@@ -69,8 +69,11 @@ pub async fn page(
     };
     let (cookie_value, cookie) = pay_cookie(&state, &req);
     let nonce = new_nonce();
+    // A wallet that cannot be read just now is not offered; the card still works.
     let wallet = phone_wallet(&state, &req)
         .await
+        .ok()
+        .flatten()
         .filter(|w| w.currency == cabinet.currency)
         .map(|w| WalletOffer {
             balance: Money::format(w.balance_minor, &w.currency),

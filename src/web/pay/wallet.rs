@@ -63,7 +63,10 @@ pub async fn play_from_wallet(
         )
         .page("Please choose again", back()));
     };
-    let Some(wallet) = phone_wallet(&state, &req).await else {
+    let wallet = phone_wallet(&state, &req)
+        .await
+        .map_err(|e| AppError::from(e).page("Please try again", back()))?;
+    let Some(wallet) = wallet else {
         return Ok(see_other(format!("/w?from={}", cabinet.machine_id)));
     };
     if wallet.currency != cabinet.currency {
