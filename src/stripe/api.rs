@@ -93,30 +93,15 @@ impl StripeApi {
             ("credits".to_string(), c.credits.to_string()),
             ("bundle".to_string(), c.bundle.clone()),
         ]);
-        let mut params = CreateCheckoutSession::new();
-        params.mode = Some(CheckoutSessionMode::Payment);
-        params.success_url = Some(&c.success_url);
-        params.cancel_url = Some(&c.cancel_url);
-        params.client_reference_id = Some(&c.machine_id);
-        params.metadata = Some(metadata.clone());
+        let mut params = one_item_session(
+            &c.success_url,
+            &c.cancel_url,
+            &c.machine_id,
+            metadata,
+            (c.amount_minor, currency(&c.currency)?),
+            &c.product_name,
+        );
         params.allow_promotion_codes = Some(self.allow_promotion_codes);
-        params.payment_intent_data = Some(CreateCheckoutSessionPaymentIntentData {
-            metadata: Some(metadata),
-            ..Default::default()
-        });
-        params.line_items = Some(vec![CreateCheckoutSessionLineItems {
-            quantity: Some(1),
-            price_data: Some(CreateCheckoutSessionLineItemsPriceData {
-                currency: currency(&c.currency)?,
-                unit_amount: Some(c.amount_minor),
-                product_data: Some(CreateCheckoutSessionLineItemsPriceDataProductData {
-                    name: c.product_name.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]);
         let session = CheckoutSession::create(&client, params).await?;
         let url = session.url.ok_or_else(|| {
             StripeApiError::Unreachable("Stripe returned a session without a URL".into())
@@ -213,36 +198,57 @@ impl StripeApi {
             (mark.to_string(), value.to_string()),
             ("wallet_id".to_string(), t.wallet_id.to_string()),
         ]);
-        let mut params = CreateCheckoutSession::new();
-        params.mode = Some(CheckoutSessionMode::Payment);
-        params.success_url = Some(t.success_url);
-        params.cancel_url = Some(t.cancel_url);
-        params.client_reference_id = Some(t.wallet_id);
-        params.metadata = Some(metadata.clone());
+        let mut params = one_item_session(
+            t.success_url,
+            t.cancel_url,
+            t.wallet_id,
+            metadata,
+            (t.amount_minor, currency(t.currency)?),
+            t.product_name,
+        );
         params.allow_promotion_codes = Some(false);
-        params.payment_intent_data = Some(CreateCheckoutSessionPaymentIntentData {
-            metadata: Some(metadata),
-            ..Default::default()
-        });
-        params.line_items = Some(vec![CreateCheckoutSessionLineItems {
-            quantity: Some(1),
-            price_data: Some(CreateCheckoutSessionLineItemsPriceData {
-                currency: currency(t.currency)?,
-                unit_amount: Some(t.amount_minor),
-                product_data: Some(CreateCheckoutSessionLineItemsPriceDataProductData {
-                    name: t.product_name.to_owned(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]);
         let session = CheckoutSession::create(&client, params).await?;
         let url = session.url.ok_or_else(|| {
             StripeApiError::Unreachable("Stripe returned a session without a URL".into())
         })?;
         Ok((session.id.to_string(), url))
     }
+}
+
+/// A payment-mode Checkout Session for one line item of `amount` named `name`; the
+/// metadata goes on the session and its PaymentIntent.
+fn one_item_session<'a>(
+    success_url: &'a str,
+    cancel_url: &'a str,
+    reference: &'a str,
+    metadata: HashMap<String, String>,
+    (amount, currency): (i64, Currency),
+    name: &str,
+) -> CreateCheckoutSession<'a> {
+    let mut params = CreateCheckoutSession::new();
+    params.mode = Some(CheckoutSessionMode::Payment);
+    params.success_url = Some(success_url);
+    params.cancel_url = Some(cancel_url);
+    params.client_reference_id = Some(reference);
+    params.metadata = Some(metadata.clone());
+    params.payment_intent_data = Some(CreateCheckoutSessionPaymentIntentData {
+        metadata: Some(metadata),
+        ..Default::default()
+    });
+    params.line_items = Some(vec![CreateCheckoutSessionLineItems {
+        quantity: Some(1),
+        price_data: Some(CreateCheckoutSessionLineItemsPriceData {
+            currency,
+            unit_amount: Some(amount),
+            product_data: Some(CreateCheckoutSessionLineItemsPriceDataProductData {
+                name: name.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    params
 }
 
 /// A wallet top-up to pay through Checkout.

@@ -7,7 +7,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use super::pay::{checked_form, csrf_for, new_nonce, pay_cookie, phone_wallet, wallet_cookie};
+use super::pay::{
+    checked_form, csrf_for, guard_form, new_nonce, pay_cookie, phone_wallet, wallet_cookie,
+};
 use super::{html, AppState};
 use crate::domain::wallet::{default_packages, TopupPackage};
 use crate::domain::{Currency, LedgerKind, MachineId, Money};
@@ -204,26 +206,14 @@ pub async fn topup(
     form: web::Form<TopupForm>,
 ) -> Result<HttpResponse, PageError> {
     let back = Some(format!("/w?from={}", form.from));
-    let Some(cookie) = checked_form(&state, &req, SCOPE, &form.csrf, &form.nonce) else {
-        tracing::warn!("top-up refused: missing or bad CSRF token");
-        return Err(AppError::Forbidden(
-            "This page expired. Go back to your wallet and choose again.".into(),
-        )
-        .page("Please start again", back));
-    };
-    if let Err(wait) = state
-        .limits
-        .checkout(req.peer_addr().map(|a| a.ip()), &cookie)
-    {
-        let secs = wait.as_secs().max(1);
-        return Err(AppError::TooManyRequests {
-            message: format!(
-                "Too many attempts from this phone. Please wait {secs} seconds and try again."
-            ),
-            retry_after_secs: secs,
-        }
-        .page("Too many attempts", back));
-    }
+    let cookie = guard_form(
+        &state,
+        &req,
+        SCOPE,
+        &form.csrf,
+        &form.nonce,
+        &format!("/w?from={}", form.from),
+    )?;
     let currency = Currency::parse(&form.currency).map_err(|e| {
         AppError::BadRequest(e.to_string()).page("Please choose again", back.clone())
     })?;
@@ -500,6 +490,15 @@ struct LinkPage {
 
 const LINK_SCOPE: &str = "wallet-link";
 
+fn link_gone() -> HttpResponse {
+    html::message_page(
+        HttpResponse::Gone(),
+        "This link no longer works",
+        "Email links work once, for 30 minutes. Ask for a new one on the wallet page.",
+        Some("/w"),
+    )
+}
+
 /// `GET /w/signin/{token}`: says what the link will do and asks to confirm. Opening it
 /// changes nothing (mail scanners open links; a link someone else sent must not swap
 /// this phone's wallet unasked).
@@ -508,17 +507,9 @@ pub async fn signin(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    let gone = || {
-        html::message_page(
-            HttpResponse::Gone(),
-            "This link no longer works",
-            "Email links work once, for 30 minutes. Ask for a new one on the wallet page.",
-            Some("/w"),
-        )
-    };
     let link = match state.store.wallet_link(&token_hash(&path)).await {
         Ok(Some(l)) => l,
-        Ok(None) => return Ok(gone()),
+        Ok(None) => return Ok(link_gone()),
         Err(e) => return Err(AppError::from(e).page("Please try again", None)),
     };
     let current = phone_wallet(&state, &req).await.ok().flatten();
@@ -587,14 +578,7 @@ pub async fn use_link(
     }
     let link = match state.store.use_wallet_link(&token_hash(&path)).await {
         Ok(Some(l)) => l,
-        Ok(None) => {
-            return Ok(html::message_page(
-                HttpResponse::Gone(),
-                "This link no longer works",
-                "Email links work once, for 30 minutes. Ask for a new one on the wallet page.",
-                Some("/w"),
-            ))
-        }
+        Ok(None) => return Ok(link_gone()),
         Err(e) => return Err(AppError::from(e).page("Please try again", None)),
     };
     match link.purpose.as_str() {

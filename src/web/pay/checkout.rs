@@ -4,7 +4,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{checked_form, load, Loaded, Payable};
+use super::{guard_form, load, Loaded, Payable};
 use crate::checkout::{self, Buyer, CheckoutError};
 use crate::error::{AppError, PageError};
 use crate::web::AppState;
@@ -23,25 +23,14 @@ pub async fn checkout(
     form: web::Form<CheckoutForm>,
 ) -> Result<HttpResponse, PageError> {
     let back = || Some(format!("/p/{}", path.as_str()));
-    let Some(cookie) = checked_form(&state, &req, path.as_str(), &form.csrf, &form.nonce) else {
-        tracing::warn!(machine_id = %path.as_str(), "checkout refused: missing or bad CSRF token");
-        return Err(AppError::Forbidden(
-            "This page expired. Go back to the machine's page and choose again.".into(),
-        )
-        .page("Please start again", back()));
-    };
-    if let Err(wait) = state
-        .limits
-        .checkout(req.peer_addr().map(|a| a.ip()), &cookie)
-    {
-        tracing::warn!(machine_id = %path.as_str(), peer = ?req.peer_addr(), "checkout rate-limited");
-        let secs = wait.as_secs().max(1);
-        return Err(AppError::TooManyRequests {
-            message: format!("Too many payment attempts from this phone. Please wait {secs} seconds and try again."),
-            retry_after_secs: secs,
-        }
-        .page("Too many attempts", back()));
-    }
+    let cookie = guard_form(
+        &state,
+        &req,
+        path.as_str(),
+        &form.csrf,
+        &form.nonce,
+        &format!("/p/{}", path.as_str()),
+    )?;
     let Payable { cabinet, bundles } = match load(&state, &path).await? {
         Loaded::Payable(p) => p,
         Loaded::Unavailable(res) => return Ok(res),

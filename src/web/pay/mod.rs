@@ -121,6 +121,38 @@ pub(super) fn checked_form(
     ok.then_some(cookie)
 }
 
+/// Every player form's checks: its token ([`checked_form`]) and the per-phone and
+/// per-address rate limit. Returns the phone's pay cookie, or the page to show.
+pub(super) fn guard_form(
+    state: &AppState,
+    req: &actix_web::HttpRequest,
+    scope: &str,
+    csrf: &str,
+    nonce: &str,
+    back: &str,
+) -> Result<String, PageError> {
+    let Some(cookie) = checked_form(state, req, scope, csrf, nonce) else {
+        tracing::warn!(scope, "player form refused: missing or bad CSRF token");
+        return Err(
+            AppError::Forbidden("This page expired. Go back and choose again.".into())
+                .page("Please start again", Some(back.to_owned())),
+        );
+    };
+    if let Err(wait) = state
+        .limits
+        .checkout(req.peer_addr().map(|a| a.ip()), &cookie)
+    {
+        tracing::warn!(scope, peer = ?req.peer_addr(), "player form rate-limited");
+        let secs = wait.as_secs().max(1);
+        return Err(AppError::TooManyRequests {
+            message: format!("Too many payment attempts from this phone. Please wait {secs} seconds and try again."),
+            retry_after_secs: secs,
+        }
+        .page("Too many attempts", Some(back.to_owned())));
+    }
+    Ok(cookie)
+}
+
 /// The pay cookie a page keeps (or a new one), and the cookie to set for it.
 pub(super) fn pay_cookie(
     state: &AppState,

@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{checked_form, load, phone_wallet, Loaded, Payable};
+use super::{guard_form, load, phone_wallet, Loaded, Payable};
 use crate::error::{AppError, PageError};
 use crate::wallets::{Spend, Spent};
 use crate::web::{html, AppState};
@@ -31,26 +31,14 @@ pub async fn play_from_wallet(
     form: web::Form<WalletForm>,
 ) -> Result<HttpResponse, PageError> {
     let back = || Some(format!("/p/{}", path.as_str()));
-    let Some(cookie) = checked_form(&state, &req, path.as_str(), &form.csrf, &form.nonce) else {
-        tracing::warn!(machine_id = %path.as_str(), "wallet play refused: missing or bad CSRF token");
-        return Err(AppError::Forbidden(
-            "This page expired. Go back to the machine's page and choose again.".into(),
-        )
-        .page("Please start again", back()));
-    };
-    if let Err(wait) = state
-        .limits
-        .checkout(req.peer_addr().map(|a| a.ip()), &cookie)
-    {
-        let secs = wait.as_secs().max(1);
-        return Err(AppError::TooManyRequests {
-            message: format!(
-                "Too many attempts from this phone. Please wait {secs} seconds and try again."
-            ),
-            retry_after_secs: secs,
-        }
-        .page("Too many attempts", back()));
-    }
+    guard_form(
+        &state,
+        &req,
+        path.as_str(),
+        &form.csrf,
+        &form.nonce,
+        &format!("/p/{}", path.as_str()),
+    )?;
     // The same availability rule as a card payment: disabled, archived or offline
     // cabinets take nothing.
     let Payable { cabinet, bundles } = match load(&state, &path).await? {
