@@ -4,7 +4,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{guard_form, load, Loaded, Payable};
+use super::{chosen, guard_form};
 use crate::checkout::{self, Buyer, CheckoutError};
 use crate::error::{AppError, PageError};
 use crate::web::AppState;
@@ -31,15 +31,11 @@ pub async fn checkout(
         &form.nonce,
         &format!("/p/{}", path.as_str()),
     )?;
-    let Payable { cabinet, bundles } = match load(&state, &path).await? {
-        Loaded::Payable(p) => p,
-        Loaded::Unavailable(res) => return Ok(res),
-    };
-    let Some(bundle) = bundles.get(form.bundle) else {
-        return Err(AppError::BadRequest(
-            "That option is no longer offered. Please choose again.".into(),
-        )
-        .page("Please choose again", back()));
+    // The same availability rule for cards and wallets: disabled, archived or offline
+    // cabinets take nothing.
+    let (cabinet, bundle) = match chosen(&state, &path, form.bundle).await? {
+        Ok(c) => c,
+        Err(page) => return Ok(page),
     };
     let buyer = Buyer {
         id: state.keys.mac("pay-buyer", &cookie),
@@ -51,7 +47,7 @@ pub async fn checkout(
         &state.keys,
         &state.settings.public_url,
         &cabinet,
-        bundle,
+        &bundle,
         buyer,
     )
     .await;

@@ -81,6 +81,26 @@ async fn load(state: &AppState, raw: &str) -> Result<Loaded, PageError> {
     Ok(Loaded::Payable(Payable { cabinet, bundles }))
 }
 
+/// The cabinet and the bundle a player's form chose, if the cabinet can be paid now and
+/// still offers it; else the page to show.
+pub(super) async fn chosen(
+    state: &AppState,
+    raw: &str,
+    index: usize,
+) -> Result<Result<(Cabinet, Bundle), HttpResponse>, PageError> {
+    let Payable { cabinet, bundles } = match load(state, raw).await? {
+        Loaded::Payable(p) => p,
+        Loaded::Unavailable(res) => return Ok(Err(res)),
+    };
+    match bundles.into_iter().nth(index) {
+        Some(bundle) => Ok(Ok((cabinet, bundle))),
+        None => Err(AppError::BadRequest(
+            "That option is no longer offered. Please choose again.".into(),
+        )
+        .page("Please choose again", Some(format!("/p/{raw}")))),
+    }
+}
+
 /// The form's token binds the page cookie, the cabinet and the server-issued nonce, so
 /// neither the nonce (which becomes Stripe's idempotency key) nor the cabinet can be chosen
 /// by the client.

@@ -6,7 +6,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{guard_form, load, phone_wallet, Loaded, Payable};
+use super::{chosen, guard_form, phone_wallet};
 use crate::error::{AppError, PageError};
 use crate::wallets::{Spend, Spent};
 use crate::web::{html, AppState};
@@ -39,17 +39,11 @@ pub async fn play_from_wallet(
         &form.nonce,
         &format!("/p/{}", path.as_str()),
     )?;
-    // The same availability rule as a card payment: disabled, archived or offline
+    // The same availability rule for cards and wallets: disabled, archived or offline
     // cabinets take nothing.
-    let Payable { cabinet, bundles } = match load(&state, &path).await? {
-        Loaded::Payable(p) => p,
-        Loaded::Unavailable(res) => return Ok(res),
-    };
-    let Some(bundle) = bundles.get(form.bundle) else {
-        return Err(AppError::BadRequest(
-            "That option is no longer offered. Please choose again.".into(),
-        )
-        .page("Please choose again", back()));
+    let (cabinet, bundle) = match chosen(&state, &path, form.bundle).await? {
+        Ok(c) => c,
+        Err(page) => return Ok(page),
     };
     let wallet = phone_wallet(&state, &req)
         .await
