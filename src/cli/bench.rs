@@ -58,6 +58,8 @@ pub struct BenchArgs {
 }
 
 const SECRET: &str = "whsec_bench";
+/// The bench server's master key, so the bench can make a wallet cookie it accepts.
+const MASTER_KEY: &str = "bench-master-key-0123456789abcdef";
 const TOKEN: &str = "bench-token";
 
 struct Server {
@@ -162,6 +164,7 @@ async fn start_server(
             format!("sqlite://{}/bench.db", dir.display()),
         )
         .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .env("SECRET_KEY", MASTER_KEY)
         .env("API_TOKEN", TOKEN)
         .env("RUST_LOG", log.map_or("warn", |l| l[1].as_str()))
         .env_remove("MQTT_URL")
@@ -237,6 +240,8 @@ fn webhook(machine_id: &str, seq: i64) -> (String, String) {
 /// value arrived, and acks every pulse on its ack topic.
 struct Receiver {
     arrivals: Arc<Mutex<HashMap<i64, (Instant, u32)>>>,
+    /// Every arrival in order, repeats included.
+    log: Arc<Mutex<Vec<Instant>>>,
     _client: Holder,
 }
 
@@ -257,11 +262,12 @@ async fn receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<
     };
     let client = create_client(&target)?;
     let arrivals: Arc<Mutex<HashMap<i64, (Instant, u32)>>> = Arc::default();
-    let sink = arrivals.clone();
+    let log: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let (sink, log_sink) = (arrivals.clone(), log.clone());
     let topics = Topics::new("arcade/machine");
     let ack_topic = topics.ack(machine_id);
     client.set_message_callback(move |cli, msg| {
-        if let Some(ack) = msg.and_then(|m| arrived(&sink, m.payload())) {
+        if let Some(ack) = msg.and_then(|m| arrived(&sink, &log_sink, m.payload())) {
             cli.publish(paho::Message::new(ack_topic.as_str(), ack, paho::QOS_1));
         }
     });
@@ -282,14 +288,20 @@ async fn receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(Receiver {
         arrivals,
+        log,
         _client: Holder::Paho(client),
     })
 }
 
 /// Records when a pulse (keyed by its `credits`) arrived, counting repeats; returns the ack
 /// to send for it.
-fn arrived(sink: &Mutex<HashMap<i64, (Instant, u32)>>, payload: &[u8]) -> Option<String> {
+fn arrived(
+    sink: &Mutex<HashMap<i64, (Instant, u32)>>,
+    log: &Mutex<Vec<Instant>>,
+    payload: &[u8],
+) -> Option<String> {
     let now = Instant::now();
+    log.lock().unwrap().push(now);
     let v = serde_json::from_slice::<serde_json::Value>(payload).ok()?;
     if let Some(c) = v["credits"].as_i64() {
         sink.lock()
@@ -316,12 +328,13 @@ async fn fleet_receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::R
         .await
         .map_err(|e| anyhow::anyhow!("fleet cabinet {machine_id}: {e}"))?;
     let arrivals: Arc<Mutex<HashMap<i64, (Instant, u32)>>> = Arc::default();
-    let sink = arrivals.clone();
+    let log: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let (sink, log_sink) = (arrivals.clone(), log.clone());
     let acker = client.clone();
     let ack_topic = topics.ack(machine_id);
     client
         .subscribe(topics.coinpulse(machine_id), move |m| {
-            if let Some(ack) = arrived(&sink, &m.payload) {
+            if let Some(ack) = arrived(&sink, &log_sink, &m.payload) {
                 let (acker, topic) = (acker.clone(), ack_topic.clone());
                 tokio::spawn(async move {
                     let _ = acker.publish_qos1(topic, ack.into_bytes()).await;
@@ -336,6 +349,7 @@ async fn fleet_receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::R
         .map_err(|e| anyhow::anyhow!("fleet cabinet {machine_id}: {e}"))?;
     Ok(Receiver {
         arrivals,
+        log,
         _client: Holder::Mqtt5(client),
     })
 }
@@ -387,6 +401,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bench = start(&args, &mut report).await?;
     pay_page(&bench, &mut report).await?;
     sequential_latency(&bench, args.sequential, &mut report).await?;
+    wallet_latency(&bench, args.sequential, &mut report).await?;
     paced_rate(&bench, args.rate, args.rate_seconds, &mut report).await?;
     fleet(&bench, &args, &mut report).await?;
     throughput(&bench, args.throughput, args.concurrency, &mut report).await?;
@@ -496,6 +511,116 @@ async fn sequential_latency(bench: &Bench, n: usize, report: &mut Report) -> any
     }
     pb.finish_and_clear();
     report.push(("webhook → pulse, one at a time".into(), summary(lat)));
+    Ok(())
+}
+
+/// "Play now" → pulse latency, one tap at a time: a phone with a funded wallet loads the
+/// pay page and taps, as a player does. Each tap comes from a fresh page (its own pay
+/// cookie) and one of ten loopback addresses, as taps from many phones would, so the
+/// pay pages' rate limits see no single phone hammering.
+async fn wallet_latency(bench: &Bench, n: usize, report: &mut Report) -> anyhow::Result<()> {
+    const MACHINE: &str = "bench-wallet";
+    let base = &bench.server.base;
+    let secret = register(&bench.client, base, MACHINE, 100).await?;
+    let rx = receiver(&bench.server.mqtt, MACHINE, &secret).await?;
+    // A wallet with enough for every tap, written the way a top-up's webhook writes it.
+    let store = crate::store::Store::connect(&format!(
+        "sqlite://{}/bench.db",
+        bench.server._dir.0.display()
+    ))
+    .await?;
+    let wallet = store
+        .create_wallet(&uuid::Uuid::new_v4().simple().to_string(), "usd")
+        .await?;
+    let mut tx = store.begin().await?;
+    tx.append_ledger(&crate::store::NewLedgerRow {
+        wallet_id: &wallet.id,
+        kind: crate::domain::LedgerKind::Topup,
+        amount_minor: 100 * n as i64 + 100,
+        reason: "bench",
+        reference: "bench-topup",
+        machine_id: None,
+        at: &crate::domain::now_db(),
+    })
+    .await?;
+    tx.commit().await?;
+    store.close().await;
+    let keys = crate::domain::Keys::new(MASTER_KEY.as_bytes().to_vec());
+    let wallet_cookie = format!(
+        "cp_wallet={}",
+        crate::domain::wallet::cookie_value(&keys, &wallet.id)
+    );
+    let phones: Vec<reqwest::Client> = (0..10u8)
+        .map(|k| {
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                    127,
+                    0,
+                    0,
+                    2 + k,
+                )))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+        })
+        .collect::<Result<_, _>>()?;
+    let field = |html: &str, name: &str| -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let at = html.find(&marker)? + marker.len();
+        Some(html[at..at + html[at..].find('"')?].to_owned())
+    };
+    let page_url = format!("{base}/p/{MACHINE}");
+    let tap_url = format!("{base}/p/{MACHINE}/wallet");
+    let pb = bar(n as u64, "wallet taps");
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let phone = &phones[i % phones.len()];
+        let page = phone
+            .get(&page_url)
+            .header(reqwest::header::COOKIE, &wallet_cookie)
+            .send()
+            .await?;
+        let pay_cookie = session_cookie_named(&page, "cp_pay")
+            .ok_or_else(|| anyhow::anyhow!("the pay page set no cookie"))?;
+        let html = page.text().await?;
+        let (Some(csrf), Some(nonce)) = (field(&html, "csrf"), field(&html, "nonce")) else {
+            anyhow::bail!("the pay page offered no Play now form");
+        };
+        let before = rx.log.lock().unwrap().len();
+        let t0 = Instant::now();
+        let res = phone
+            .post(&tap_url)
+            .header(
+                reqwest::header::COOKIE,
+                format!("{wallet_cookie}; {pay_cookie}"),
+            )
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("nonce", nonce.as_str()),
+                ("bundle", "0"),
+            ])
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status().as_u16() == 303,
+            "tap refused: {}",
+            res.status()
+        );
+        let start = Instant::now();
+        let at = loop {
+            if let Some(at) = rx.log.lock().unwrap().get(before).copied() {
+                break at;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(10),
+                "tap {i}: no pulse"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        lat.push(at.duration_since(t0).as_secs_f64() * 1000.0);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    report.push(("wallet tap → pulse, one at a time".into(), summary(lat)));
     Ok(())
 }
 
@@ -849,12 +974,18 @@ async fn mqtt_connect(addr: &str, user: &str, pass: &str) -> anyhow::Result<toki
 
 /// The `cp_session=…` pair a response sets, if any.
 fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    session_cookie_named(res, "cp_session")
+}
+
+/// The `name=…` pair a response sets, if any.
+fn session_cookie_named(res: &reqwest::Response, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
     res.headers()
         .get_all(reqwest::header::SET_COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.split(';').next())
-        .find(|p| p.starts_with("cp_session="))
+        .find(|p| p.starts_with(&prefix))
         .map(str::to_owned)
 }
 
