@@ -2,10 +2,9 @@
 //! first-run setup token, and password changes. Shared by the dashboard and the CLI.
 
 use chrono::{DateTime, Duration, Utc};
-use sha2::{Digest, Sha256};
 
 use crate::domain::password::{self, PasswordError};
-use crate::domain::{now_db, random_token, Role};
+use crate::domain::{now_db, random_token, token_hash, Role};
 use crate::store::{NewAudit, Store, StoreError, User};
 
 /// Failures allowed before each further attempt waits.
@@ -225,10 +224,6 @@ const SETUP_TOKEN: &str = "setup_token";
 const SETUP_TOKEN_EXPIRES: &str = "setup_token_expires";
 /// A setup link left lying in a log stops working after this (a restart prints a new one).
 const SETUP_TOKEN_LIFETIME: Duration = Duration::hours(24);
-
-fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 /// While no user exists, a fresh one-time setup token (only its hash is stored).
 pub async fn issue_setup_token(store: &Store) -> Result<Option<String>, StoreError> {

@@ -24,7 +24,7 @@ pub use pulse::{
     parse_public_key, sign_pulse, verify_pulse, verify_pulse_ed25519, PulseMessage, PulseSource,
 };
 pub use secrets::{
-    derive_cabinet_secret, hash_cabinet_secret, random_token, verify_cabinet_secret,
+    derive_cabinet_secret, hash_cabinet_secret, random_token, token_hash, verify_cabinet_secret,
 };
 pub use status::{
     CheckoutStatus, LedgerKind, PaymentStatus, PulseState, Role, Stage, UnknownState,

@@ -36,6 +36,13 @@ pub fn random_token(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// What is stored of a one-time token sent to someone (a setup or email link): its
+/// SHA-256, so the database alone cannot be used to follow the link.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

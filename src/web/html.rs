@@ -52,6 +52,13 @@ pub fn message_page(
     page_headers(&mut res).body(render(&t))
 }
 
+/// 303 to `to`: the answer to a form that did what it was asked.
+pub fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
 /// A notice page with status 200 (e.g. "this machine is unavailable").
 pub fn message(heading: &str, body: &str) -> HttpResponse {
     message_page(HttpResponse::Ok(), heading, body, None)

@@ -339,7 +339,7 @@ async fn email_link(
     let token = crate::domain::random_token(16);
     state
         .store
-        .insert_wallet_link(&link, &token_hash(&token))
+        .insert_wallet_link(&link, &crate::domain::token_hash(&token))
         .await?;
     let url = format!("{}/w/signin/{token}", state.settings.public_url);
     let body = format!(
@@ -436,17 +436,6 @@ pub async fn set_email(
     ))
 }
 
-fn see_other(to: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .finish()
-}
-
-fn token_hash(token: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
-}
-
 /// `POST /w/signin`: emails a one-time link to the wallet that uses this address. The
 /// answer is the same whether or not one does, so nobody learns who plays here.
 pub async fn send_signin(
@@ -507,7 +496,11 @@ pub async fn signin(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    let link = match state.store.wallet_link(&token_hash(&path)).await {
+    let link = match state
+        .store
+        .wallet_link(&crate::domain::token_hash(&path))
+        .await
+    {
         Ok(Some(l)) => l,
         Ok(None) => return Ok(link_gone()),
         Err(e) => return Err(AppError::from(e).page("Please try again", None)),
@@ -576,7 +569,11 @@ pub async fn use_link(
                 .page("Please start again", None),
         );
     }
-    let link = match state.store.use_wallet_link(&token_hash(&path)).await {
+    let link = match state
+        .store
+        .use_wallet_link(&crate::domain::token_hash(&path))
+        .await
+    {
         Ok(Some(l)) => l,
         Ok(None) => return Ok(link_gone()),
         Err(e) => return Err(AppError::from(e).page("Please try again", None)),
@@ -589,11 +586,11 @@ pub async fn use_link(
                 .await
                 .map_err(|e| AppError::from(e).page("Please try again", None))?;
             tracing::info!(wallet = %link.wallet_id, "wallet email confirmed");
-            Ok(see_other("/w"))
+            Ok(html::see_other("/w"))
         }
         _ => {
             tracing::info!(wallet = %link.wallet_id, "wallet signed in on a phone");
-            let mut res = see_other("/w");
+            let mut res = html::see_other("/w");
             let _ = res.add_cookie(&wallet_cookie(&state, &link.wallet_id));
             Ok(res)
         }

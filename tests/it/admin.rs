@@ -15,14 +15,6 @@ fn first_payment_link(body: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_owned())
 }
 
-/// The value of the hidden input `name` on a page.
-fn hidden(body: &str, name: &str) -> Option<String> {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = body.find(&marker)? + marker.len();
-    let rest = &body[at..];
-    Some(rest[..rest.find('"')?].to_owned())
-}
-
 /// The MQTT secret shown once on a cabinet's page.
 fn shown_secret(body: &str) -> Option<String> {
     let at = body.find("MQTT secret — copy it now")?;
@@ -132,7 +124,7 @@ async fn forms_without_the_right_csrf_token_are_refused_and_change_nothing() {
     let form = owner
         .get(&format!("/admin/cabinets/{}", cab.machine_id))
         .await;
-    let nonce = hidden(&form.body, "nonce").expect("the credit form has a nonce");
+    let nonce = field(&form.body, "nonce");
     let fields = [
         ("credits", "2"),
         ("reason", "coin jam"),

@@ -41,15 +41,6 @@ async fn open_page_with_cookie(
     (status, res.text().await.unwrap(), cookie)
 }
 
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field"))
-        + marker.len();
-    html[start..start + html[start..].find('"').unwrap()].to_owned()
-}
-
 /// Chooses bundle `index` like the form would; returns the response (303 on success).
 async fn choose(app: &TestApp, machine_id: &str, index: usize) -> reqwest::Response {
     let (_, html, cookie) = open_page(app, machine_id).await;
@@ -58,8 +49,8 @@ async fn choose(app: &TestApp, machine_id: &str, index: usize) -> reqwest::Respo
         .header("Cookie", cookie)
         .form(&[
             ("bundle", index.to_string()),
-            ("csrf", hidden(&html, "csrf")),
-            ("nonce", hidden(&html, "nonce")),
+            ("csrf", field(&html, "csrf")),
+            ("nonce", field(&html, "nonce")),
         ])
         .send()
         .await
@@ -685,8 +676,8 @@ async fn a_double_tapped_pay_button_makes_one_session() {
     let (_, html, cookie) = open_page(&t.app, &cab.machine_id).await;
     let form = [
         ("bundle", "0".to_string()),
-        ("csrf", hidden(&html, "csrf")),
-        ("nonce", hidden(&html, "nonce")),
+        ("csrf", field(&html, "csrf")),
+        ("nonce", field(&html, "nonce")),
     ];
     let mut locations = Vec::new();
     for _ in 0..2 {
@@ -712,8 +703,8 @@ async fn a_double_tapped_pay_button_makes_one_session() {
         .header("Cookie", cookie.clone())
         .form(&[
             ("bundle", "0".to_string()),
-            ("csrf", hidden(&html, "csrf")),
-            ("nonce", hidden(&html, "nonce")),
+            ("csrf", field(&html, "csrf")),
+            ("nonce", field(&html, "nonce")),
         ])
         .send()
         .await
@@ -727,7 +718,7 @@ async fn a_double_tapped_pay_button_makes_one_session() {
         .header("Cookie", cookie.clone())
         .form(&[
             ("bundle", "1".to_string()),
-            ("csrf", hidden(&html, "csrf")),
+            ("csrf", field(&html, "csrf")),
             (
                 "nonce",
                 format!("chosen-by-me.{}", chrono::Utc::now().timestamp()),
@@ -752,8 +743,8 @@ async fn checkout_is_rate_limited_per_phone() {
             .header("Cookie", cookie.clone())
             .form(&[
                 ("bundle", (i % 3).to_string()),
-                ("csrf", hidden(&html, "csrf")),
-                ("nonce", hidden(&html, "nonce")),
+                ("csrf", field(&html, "csrf")),
+                ("nonce", field(&html, "nonce")),
             ])
             .send()
             .await

@@ -388,12 +388,7 @@ pub fn db_trouble(e: impl std::fmt::Display) -> HttpResponse {
     )
 }
 
-/// 303 to `to`, the answer to every successful form.
-pub fn see_other(to: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .finish()
-}
+pub use super::html::see_other;
 
 #[cfg(test)]
 mod tests {

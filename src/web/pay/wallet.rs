@@ -2,7 +2,6 @@
 //! form's nonce is the single-use token: a double tap spends once and lands on the same
 //! thanks page.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
@@ -16,12 +15,6 @@ pub struct WalletForm {
     bundle: usize,
     csrf: String,
     nonce: String,
-}
-
-fn see_other(to: String) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to))
-        .finish()
 }
 
 pub async fn play_from_wallet(
@@ -49,7 +42,7 @@ pub async fn play_from_wallet(
         .await
         .map_err(|e| AppError::from(e).page("Please try again", back()))?;
     let Some(wallet) = wallet else {
-        return Ok(see_other(format!("/w?from={}", cabinet.machine_id)));
+        return Ok(html::see_other(&format!("/w?from={}", cabinet.machine_id)));
     };
     if wallet.currency != cabinet.currency {
         return Err(AppError::Conflict(format!(
@@ -77,7 +70,7 @@ pub async fn play_from_wallet(
             .page("Please try again", back())
         })?;
     let thanks = |pulse: &str| {
-        see_other(format!(
+        html::see_other(&format!(
             "/p/{}/thanks?pulse={}",
             cabinet.machine_id,
             form_urlencoded::byte_serialize(pulse.as_bytes()).collect::<String>()
