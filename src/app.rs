@@ -115,6 +115,16 @@ impl Application {
             signal_tx,
         ));
 
+        let mailer = crate::mail::Mailer::new(
+            settings.smtp_url.as_ref().map(|u| u.expose()),
+            &settings.smtp_from,
+        )?;
+        let expiry_task = tokio::spawn(crate::wallets::expiry_loop(
+            store.clone(),
+            writer.clone(),
+            mailer.clone(),
+            settings.public_url.clone(),
+        ));
         let broker_addr = broker.embedded.as_ref().map(|b| b.addr);
         let broker_tls_addr = broker.embedded.as_ref().and_then(|b| b.tls_addr);
         let state = AppState {
@@ -136,10 +146,7 @@ impl Application {
             presence,
             qr: crate::qr::QrCache::default(),
             limits: Default::default(),
-            mailer: crate::mail::Mailer::new(
-                settings.smtp_url.as_ref().map(|u| u.expose()),
-                &settings.smtp_from,
-            )?,
+            mailer,
         };
         let (http, http_addr) = serve_http(state, settings.bind)?;
         tracing::info!(
@@ -164,6 +171,7 @@ impl Application {
                 ("database writer", writer_task),
                 ("outbox dispatcher", dispatcher_task),
                 ("MQTT inbound", inbound_task),
+                ("wallet expiry", expiry_task),
             ],
         })
     }

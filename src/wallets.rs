@@ -4,9 +4,11 @@
 
 use crate::domain::Keys;
 use crate::domain::{now_db, LedgerKind, Outcome};
+use crate::mail::Mailer;
 use crate::payments::{new_pulse_id, queue_pulse, Credit, WebhookOutcome};
-use crate::store::{NewLedgerRow, OutboxPulse, StoreError, Topup, Tx};
+use crate::store::{NewLedgerRow, OutboxPulse, Store, StoreError, Topup, Tx};
 use crate::stripe::webhook::{CheckoutSession, Event, EventBody};
+use crate::writer::Writer;
 
 /// The metadata key and value coinpulse puts on a top-up's Checkout Session.
 pub const TOPUP_MARK: (&str, &str) = ("kind", "wallet_topup");
@@ -219,4 +221,172 @@ pub async fn spend(tx: &mut Tx, keys: &Keys, s: &Spend) -> Result<Spent, StoreEr
     tracing::info!(wallet = %s.wallet_id, machine_id = %cabinet.machine_id, credits = s.credits,
         price = s.price_minor, pulse_id = %pulse.id, "played from wallet");
     Ok(Spent::Sent(pulse))
+}
+
+/// Expires what is left on `wallet_id` if it has not been used for `months` as of `now`:
+/// one ledger row taking the whole balance, with the last use as its reference, so a second
+/// run (or a second process) expires nothing more. Returns the amount taken.
+pub async fn expire(
+    tx: &mut Tx,
+    wallet_id: &str,
+    months: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<i64, StoreError> {
+    let Some((balance, last_activity)) = tx.wallet_activity_of(wallet_id).await? else {
+        return Ok(0);
+    };
+    let Some(last) = crate::domain::parse_db_time(&last_activity) else {
+        return Ok(0);
+    };
+    if balance <= 0 || crate::domain::wallet::expires_at(last, months) > now {
+        return Ok(0);
+    }
+    let applied = tx
+        .append_ledger(&NewLedgerRow {
+            wallet_id,
+            kind: LedgerKind::Expiry,
+            amount_minor: -balance,
+            reason: &format!("unused for {months} months"),
+            reference: &format!("{wallet_id}@{last_activity}"),
+            machine_id: None,
+            at: &crate::domain::db_time(now),
+        })
+        .await?;
+    if applied {
+        tracing::info!(wallet = %wallet_id, expired = balance, %last_activity, "unused balance expired");
+    }
+    Ok(if applied { balance } else { 0 })
+}
+
+/// Where the expiry setting lives (months; absent or 0: balances never expire).
+pub const EXPIRY_SETTING: &str = "wallet_expiry_months";
+
+/// The owner's expiry setting: None while balances never expire.
+pub async fn expiry_months(store: &Store) -> Result<Option<u32>, StoreError> {
+    Ok(store
+        .meta(EXPIRY_SETTING)
+        .await?
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|m| *m > 0))
+}
+
+/// How an expiry run takes balances: through the server's writer, in a transaction of its
+/// own (the command line, with no server in this process), or not at all (a dry run).
+pub enum ExpiryMode<'a> {
+    Writer(&'a Writer),
+    Direct(&'a Store),
+    DryRun,
+}
+
+/// What one expiry run did (or, dry, would do).
+#[derive(Debug, Default)]
+pub struct ExpiryReport {
+    /// (wallet, currency, amount) taken.
+    pub expired: Vec<(String, String, i64)>,
+    /// Wallets told by email that their balance expires soon.
+    pub reminded: Vec<String>,
+}
+
+/// One pass: expires every balance unused for `months` as of `now` and emails a reminder,
+/// once per period of inactivity, to wallets with an email whose balance expires within
+/// [`EXPIRY_REMINDER_DAYS`](crate::domain::wallet::EXPIRY_REMINDER_DAYS).
+pub async fn run_expiry(
+    store: &Store,
+    mode: ExpiryMode<'_>,
+    mailer: &Mailer,
+    public_url: &str,
+    months: u32,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<ExpiryReport> {
+    use crate::domain::wallet::{expires_at, EXPIRY_REMINDER_DAYS};
+    let mut report = ExpiryReport::default();
+    for w in store.wallet_activity().await? {
+        let Some(last) = crate::domain::parse_db_time(&w.last_activity) else {
+            continue;
+        };
+        let ends = expires_at(last, months);
+        if ends <= now {
+            let taken = match mode {
+                ExpiryMode::Writer(writer) => writer.expire(&w.id, months, now).await?,
+                ExpiryMode::Direct(store) => {
+                    let mut tx = store.begin().await?;
+                    let taken = expire(&mut tx, &w.id, months, now).await?;
+                    tx.commit().await?;
+                    store.sync().await?;
+                    taken
+                }
+                ExpiryMode::DryRun => w.balance_minor,
+            };
+            if taken > 0 {
+                report.expired.push((w.id, w.currency, taken));
+            }
+            continue;
+        }
+        let reminded = w.expiry_reminded_at.as_deref().unwrap_or("") > w.last_activity.as_str();
+        let (Some(email), false) = (&w.email, reminded) else {
+            continue;
+        };
+        if ends - now > chrono::Duration::days(EXPIRY_REMINDER_DAYS) || !mailer.is_configured() {
+            continue;
+        }
+        if matches!(mode, ExpiryMode::DryRun) {
+            report.reminded.push(w.id);
+            continue;
+        }
+        let body = format!(
+            "Your arcade balance of {} has not been used for a while and expires on {}.\n\n\
+             Play or top up before then to keep it:\n{public_url}/w\n",
+            crate::domain::Money::format(w.balance_minor, &w.currency),
+            ends.format("%-d %B %Y"),
+        );
+        match mailer
+            .send(email, "Your arcade balance expires soon", body)
+            .await
+        {
+            Ok(()) => {
+                store
+                    .set_expiry_reminded(&w.id, &crate::domain::db_time(now))
+                    .await?;
+                report.reminded.push(w.id);
+            }
+            // Tried again on the next pass.
+            Err(e) => tracing::warn!(wallet = %w.id, error = %e, "expiry reminder not sent"),
+        }
+    }
+    Ok(report)
+}
+
+/// The server's hourly expiry pass, while the owner has expiry on. Never returns.
+pub async fn expiry_loop(store: Store, writer: Writer, mailer: Mailer, public_url: String) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let months = match expiry_months(&store).await {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the expiry setting");
+                continue;
+            }
+        };
+        let run = run_expiry(
+            &store,
+            ExpiryMode::Writer(&writer),
+            &mailer,
+            &public_url,
+            months,
+            chrono::Utc::now(),
+        )
+        .await;
+        match run {
+            Ok(r) if !r.expired.is_empty() || !r.reminded.is_empty() => tracing::info!(
+                expired = r.expired.len(),
+                reminded = r.reminded.len(),
+                "wallet expiry pass"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "wallet expiry pass failed; retrying in an hour"),
+        }
+    }
 }

@@ -118,6 +118,14 @@ enum Request {
         reply: Reply<bool>,
         done: Option<bool>,
     },
+    /// Expires a wallet's balance unused for `months` as of `now` (see `wallets::expire`).
+    Expire {
+        wallet_id: String,
+        months: u32,
+        now: chrono::DateTime<chrono::Utc>,
+        reply: Reply<i64>,
+        done: Option<i64>,
+    },
     /// Pulses handed to the broker.
     Handed { ids: Vec<String>, reply: Reply<()> },
     /// Handed marks taken back: those pulses were not sent after all.
@@ -149,7 +157,8 @@ impl Request {
             | Self::Grant { .. }
             | Self::Assign { .. }
             | Self::Spend { .. }
-            | Self::Adjust { .. } => true,
+            | Self::Adjust { .. }
+            | Self::Expire { .. } => true,
             Self::Handed { .. }
             | Self::Unhanded { .. }
             | Self::Ack { .. }
@@ -196,6 +205,9 @@ impl Request {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Adjust { reply, done, .. } => {
+                send(reply, committed.and_then(|()| done.ok_or_else(missing)))
+            }
+            Self::Expire { reply, done, .. } => {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Handed { reply, .. } | Self::Unhanded { reply, .. } => send(reply, committed),
@@ -307,6 +319,23 @@ impl Writer {
             wallet_id: wallet_id.to_owned(),
             amount_minor,
             reason: reason.to_owned(),
+            reply,
+            done: None,
+        })
+        .await
+    }
+
+    /// Expires what `wallet_id` holds if unused for `months` as of `now`; the amount taken.
+    pub async fn expire(
+        &self,
+        wallet_id: &str,
+        months: u32,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<i64, WriteError> {
+        self.call(|reply| Request::Expire {
+            wallet_id: wallet_id.to_owned(),
+            months,
+            now,
             reply,
             done: None,
         })
@@ -463,30 +492,65 @@ impl Core {
                     each
                 }
             };
-            let mut routed_any = false;
-            for (r, result) in batch.iter_mut().zip(&results) {
-                let Some(p) = r.new_pulse().filter(|_| result.is_ok()) else {
-                    continue;
-                };
-                if p.routed {
-                    relay_now(&self.store, self.relay.as_ref(), p).await;
-                    routed_any = true;
-                }
-                // Never blocks the writer: a full queue leaves the pulse to the
-                // dispatcher's sweep, which reads the outbox table.
-                let _ = outbox.try_send(p.clone());
-            }
-            if routed_any {
-                // Let the broker's connection tasks, just woken on this worker, write the
-                // pulses to their sockets before anyone hears "done": the window in which
-                // a crash loses a seed cabinet's handed pulse shrinks to almost nothing.
-                tokio::task::yield_now().await;
-            }
+            let results = self.deliver(&mut batch, results, &outbox).await;
             for (r, result) in batch.drain(..).zip(results) {
                 r.answer(result);
             }
         }
         tracing::info!("database writer stopped");
+    }
+
+    /// Hands the batch's new pulses to the broker around the batch's fsync, and returns the
+    /// answers (an fsync failure fails them all: Stripe retries, the retry finds the rows).
+    ///
+    /// A commit survives a killed server the moment it returns, though it is on disk only
+    /// after `Store::sync`. A seed cabinet's pulse (marked handed in the commit)
+    /// goes out in between, so the gap in which a `kill -9` could cost it is the time to
+    /// reach the cabinet's socket, not an fsync. Pulses for cabinets that ack go after the
+    /// fsync: a power cut never makes them repeat a payment the database forgot.
+    async fn deliver(
+        &self,
+        batch: &mut [Request],
+        results: Vec<Result<(), WriteError>>,
+        outbox: &mpsc::Sender<OutboxPulse>,
+    ) -> Vec<Result<(), WriteError>> {
+        let mut fresh: Vec<&mut OutboxPulse> = batch
+            .iter_mut()
+            .zip(&results)
+            .filter(|(_, result)| result.is_ok())
+            .filter_map(|(r, _)| r.new_pulse())
+            .collect();
+        let mut seed_sent = false;
+        for p in fresh.iter_mut().filter(|p| p.routed && !p.acks) {
+            relay_now(&self.store, self.relay.as_ref(), p).await;
+            seed_sent = true;
+        }
+        if seed_sent {
+            // Let the broker's connection tasks, just woken on this worker, write them to
+            // their sockets while the fsync runs.
+            tokio::task::yield_now().await;
+        }
+        if let Err(e) = self.store.sync().await {
+            tracing::error!(error = %e, "batch committed but not flushed to disk; answering with errors");
+            // The rows are in the outbox: the dispatcher's sweep delivers what is left.
+            let e = WriteError::from(e);
+            return results.iter().map(|_| Err(e.clone())).collect();
+        }
+        let mut acked_sent = false;
+        for p in fresh {
+            if p.routed && p.acks {
+                relay_now(&self.store, self.relay.as_ref(), p).await;
+                acked_sent = true;
+            }
+            // Never blocks the writer: a full queue leaves the pulse to the dispatcher's
+            // sweep, which reads the outbox table.
+            let _ = outbox.try_send(p.clone());
+        }
+        if acked_sent {
+            // The cabinets' sockets before the answers: the pulse is what the player waits for.
+            tokio::task::yield_now().await;
+        }
+        results
     }
 
     /// One step: applies `batch` in one transaction and commits it. On success every
@@ -569,6 +633,15 @@ impl Core {
             }
             Request::Spend { spend, done, .. } => {
                 *done = Some(crate::wallets::spend(tx, &self.keys, spend).await?);
+            }
+            Request::Expire {
+                wallet_id,
+                months,
+                now,
+                done,
+                ..
+            } => {
+                *done = Some(crate::wallets::expire(tx, wallet_id, *months, *now).await?);
             }
             Request::Handed { ids, .. } => tx.mark_handed(ids, &now_db()),
             Request::Unhanded { ids, .. } => tx.unmark_handed(ids).await?,

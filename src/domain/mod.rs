@@ -82,6 +82,13 @@ pub fn db_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
+/// A stored timestamp back as a time (None for a malformed one).
+pub fn parse_db_time(db: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(db)
+        .ok()
+        .map(|t| t.to_utc())
+}
+
 pub fn now_db() -> String {
     db_time(chrono::Utc::now())
 }

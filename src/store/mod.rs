@@ -31,7 +31,8 @@ pub use pulses::{AckOutcome, NewPulse, OutboxPulse, Pulse};
 pub use tx::Tx;
 pub use users::{AuditEntry, Failures, NewAudit, User};
 pub use wallets::{
-    BalanceMismatch, LedgerRow, NewLedgerRow, Topup, Wallet, WalletLink, WalletTotals,
+    BalanceMismatch, LedgerRow, NewLedgerRow, Topup, Wallet, WalletActivity, WalletLink,
+    WalletTotals,
 };
 
 use std::str::FromStr;
@@ -52,6 +53,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("could not flush the database to disk: {0}")]
+    Sync(#[source] std::io::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -65,6 +68,14 @@ impl StoreError {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The single writer's connection. It commits without waiting for the disk (SQLite
+    /// `synchronous = NORMAL`, PostgreSQL `synchronous_commit = off`: a commit survives a
+    /// killed server at once) and the writer makes the batch durable with [`Store::sync`]
+    /// before anyone hears "done", so a pulse can leave between the two (see `writer`).
+    /// The pool itself on PostgreSQL.
+    writer: AnyPool,
+    /// The SQLite write-ahead log that [`Store::sync`] fsyncs.
+    wal: Option<std::sync::Arc<std::path::PathBuf>>,
     backend: Backend,
 }
 
@@ -102,28 +113,57 @@ impl Store {
                 16
             }))
             .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the writer; synchronous=FULL makes every
-                        // commit durable (fsync'd) before a webhook is acknowledged.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+            .after_connect(move |conn, _| Box::pin(tune(conn, backend, "FULL")))
+            .connect_with(options.clone())
             .await?;
-        let store = Self { pool, backend };
+        let wal = crate::config::sqlite_path(url).map(|db| {
+            let mut wal = db.into_os_string();
+            wal.push("-wal");
+            std::sync::Arc::new(std::path::PathBuf::from(wal))
+        });
+        let writer = match (&wal, backend) {
+            (Some(_), Backend::Sqlite) => {
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(move |conn, _| Box::pin(tune(conn, backend, "NORMAL")))
+                    .connect_with(options)
+                    .await?
+            }
+            _ => pool.clone(),
+        };
+        let store = Self {
+            pool,
+            writer,
+            wal: wal.filter(|_| backend == Backend::Sqlite),
+            backend,
+        };
         store.migrate().await?;
         if backend == Backend::Sqlite {
             owner_only(url);
         }
         Ok(store)
     }
+}
+
+/// Per-connection settings. On SQLite: WAL lets readers run beside the writer;
+/// `synchronous` is FULL (every commit fsync'd) except on the writer's own connection,
+/// which fsyncs through [`Store::sync`].
+async fn tune(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    synchronous: &str,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Sqlite {
+        conn.execute("PRAGMA journal_mode = WAL").await?;
+        conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str())
+            .await?;
+        conn.execute("PRAGMA busy_timeout = 10000").await?;
+        conn.execute("PRAGMA foreign_keys = ON").await?;
+    }
+    Ok(())
 }
 
 /// The database holds password hashes and payers' emails: readable by its owner only, like
@@ -161,9 +201,46 @@ impl Store {
         self.backend
     }
 
-    /// Starts a unit of work: the single writer's transaction (see [`Tx`]).
+    /// Starts a unit of work: the single writer's transaction (see [`Tx`]). Its commit
+    /// survives a killed server at once, but is on disk only after [`Store::sync`].
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        Ok(Tx::new(self.write_transaction().await?))
+        let txn = match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut txn = self.writer.begin().await?;
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *txn)
+                    .await?;
+                txn
+            }
+        };
+        Ok(Tx::new(txn))
+    }
+
+    /// Makes every commit so far durable. SQLite: fsyncs the write-ahead log (what
+    /// `synchronous = FULL` would have done at the commit). PostgreSQL: commits a
+    /// transaction that waits for its WAL flush, which covers every earlier commit.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            let mut txn = self.writer.begin().await?;
+            sqlx::query("SELECT txid_current()")
+                .execute(&mut *txn)
+                .await?;
+            txn.commit().await?;
+            return Ok(());
+        }
+        let Some(wal) = self.wal.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || match std::fs::File::open(wal.as_path()) {
+            Ok(file) => file.sync_data(),
+            // No log: the last connection closed and checkpointed it (and fsync'd that).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| StoreError::Sync(std::io::Error::other(e)))?
+        .map_err(StoreError::Sync)
     }
 
     /// A transaction that will write. On SQLite it takes the write lock at once (`BEGIN
@@ -184,6 +261,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

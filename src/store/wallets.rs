@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::{Store, StoreError, Tx};
-use crate::domain::wallet::TopupPackage;
+use crate::domain::wallet::{TopupPackage, WalletLimits};
 use crate::domain::{now_db, LedgerKind};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -16,6 +16,18 @@ pub struct Wallet {
     pub balance_minor: i64,
     pub created_at: String,
     pub updated_at: String,
+    pub stripe_customer_id: Option<String>,
+}
+
+/// A wallet holding money, with when it was last used (its newest ledger row).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WalletActivity {
+    pub id: String,
+    pub email: Option<String>,
+    pub currency: String,
+    pub balance_minor: i64,
+    pub last_activity: String,
+    pub expiry_reminded_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -55,8 +67,8 @@ pub struct BalanceMismatch {
     pub ledger_minor: i64,
 }
 
-const WALLET: &str =
-    "SELECT id, currency, email, balance_minor, created_at, updated_at FROM wallets";
+const WALLET: &str = "SELECT id, currency, email, balance_minor, created_at, updated_at, \
+     stripe_customer_id FROM wallets";
 const TOPUP: &str =
     "SELECT checkout_session_id, wallet_id, pay_minor, credit_minor, currency, url, \
      status, payment_intent_id, created_at, refunded_minor, note FROM wallet_topups";
@@ -166,6 +178,74 @@ impl Store {
         Ok(())
     }
 
+    /// The owner's limits for `currency`, if set.
+    pub async fn wallet_limits(&self, currency: &str) -> Result<Option<WalletLimits>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, i64, Option<i64>)>(
+            "SELECT min_topup_minor, max_topup_minor, max_balance_minor FROM wallet_settings \
+             WHERE currency = $1",
+        )
+        .bind(currency)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|(min, max, balance)| WalletLimits {
+            min_topup_minor: min,
+            max_topup_minor: max,
+            max_balance_minor: balance,
+        }))
+    }
+
+    pub async fn set_wallet_limits(
+        &self,
+        currency: &str,
+        limits: &WalletLimits,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO wallet_settings (currency, min_topup_minor, max_topup_minor, \
+             max_balance_minor) VALUES ($1, $2, $3, $4) ON CONFLICT (currency) DO UPDATE SET \
+             min_topup_minor = excluded.min_topup_minor, max_topup_minor = \
+             excluded.max_topup_minor, max_balance_minor = excluded.max_balance_minor",
+        )
+        .bind(currency)
+        .bind(limits.min_topup_minor)
+        .bind(limits.max_topup_minor)
+        .bind(limits.max_balance_minor)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_wallet_customer(&self, id: &str, customer: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE wallets SET stripe_customer_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(customer)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every wallet holding money, with when it was last used: what expiry looks at.
+    pub async fn wallet_activity(&self) -> Result<Vec<WalletActivity>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT w.id, w.email, w.currency, w.balance_minor, \
+             COALESCE(MAX(l.created_at), w.created_at) AS last_activity, w.expiry_reminded_at \
+             FROM wallets w LEFT JOIN wallet_ledger l ON l.wallet_id = w.id \
+             WHERE w.balance_minor > 0 \
+             GROUP BY w.id, w.email, w.currency, w.balance_minor, w.created_at, \
+             w.expiry_reminded_at ORDER BY w.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn set_expiry_reminded(&self, id: &str, at: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE wallets SET expiry_reminded_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The pulse a "Play now" token paid for, if it was used.
     pub async fn wallet_spend(&self, token: &str) -> Result<Option<String>, StoreError> {
         Ok(
@@ -272,6 +352,21 @@ impl Tx {
                 .fetch_optional(self.conn())
                 .await?,
         )
+    }
+
+    /// A wallet's balance and when it was last used, read inside the transaction.
+    pub async fn wallet_activity_of(
+        &mut self,
+        wallet_id: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT w.balance_minor, COALESCE(MAX(l.created_at), w.created_at) \
+             FROM wallets w LEFT JOIN wallet_ledger l ON l.wallet_id = w.id \
+             WHERE w.id = $1 GROUP BY w.id, w.balance_minor, w.created_at",
+        )
+        .bind(wallet_id)
+        .fetch_optional(self.conn())
+        .await?)
     }
 
     pub async fn wallet_balance(&mut self, wallet_id: &str) -> Result<i64, StoreError> {
@@ -410,19 +505,24 @@ impl Store {
         let mut tx = self.write_transaction().await?;
         let now = now_db();
         sqlx::query(
-            "UPDATE wallets SET email = NULL, updated_at = $3 WHERE email = $1 AND id <> $2",
+            "UPDATE wallets SET email = NULL, stripe_customer_id = NULL, updated_at = $3 \
+             WHERE email = $1 AND id <> $2",
         )
         .bind(email)
         .bind(id)
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE wallets SET email = $2, updated_at = $3 WHERE id = $1")
-            .bind(id)
-            .bind(email)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
+        // A new address needs a new Stripe customer for its receipts.
+        sqlx::query(
+            "UPDATE wallets SET email = $2, updated_at = $3, stripe_customer_id = CASE WHEN \
+             email = $2 THEN stripe_customer_id ELSE NULL END WHERE id = $1",
+        )
+        .bind(id)
+        .bind(email)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -9,9 +9,10 @@ use stripe::{
     CheckoutSession, CheckoutSessionMode, Client, CreateCheckoutSession,
     CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
     CreateCheckoutSessionLineItemsPriceDataProductData, CreateCheckoutSessionPaymentIntentData,
-    CreatePaymentLink, CreatePaymentLinkLineItems, CreatePaymentLinkPaymentIntentData, CreatePrice,
-    CreateProduct, CreateRefund, Currency, IdOrCreate, PaymentIntentId, PaymentLink, Price,
-    Product, Refund, RequestStrategy, StripeError,
+    CreateCustomer, CreatePaymentLink, CreatePaymentLinkLineItems,
+    CreatePaymentLinkPaymentIntentData, CreatePrice, CreateProduct, CreateRefund, Currency,
+    Customer, CustomerId, IdOrCreate, PaymentIntentId, PaymentLink, Price, Product, Refund,
+    RequestStrategy, StripeError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +184,29 @@ impl StripeApi {
         Ok(refund.id.to_string())
     }
 
+    /// A Customer with `email`, for a wallet's top-ups: Stripe sends its receipts there.
+    /// Idempotent per wallet, so a retry never makes two.
+    pub async fn create_customer(
+        &self,
+        email: &str,
+        wallet_id: &str,
+    ) -> Result<String, StripeApiError> {
+        let client = self
+            .client()?
+            .clone()
+            .with_strategy(RequestStrategy::Idempotent(format!(
+                "customer-{wallet_id}-{email}"
+            )));
+        let mut params = CreateCustomer::new();
+        params.email = Some(email);
+        params.metadata = Some(HashMap::from([(
+            "wallet_id".to_string(),
+            wallet_id.to_string(),
+        )]));
+        let customer = Customer::create(&client, params).await?;
+        Ok(customer.id.to_string())
+    }
+
     /// A Checkout Session that tops up `wallet_id` by paying `amount_minor` (its metadata
     /// marks it as a top-up; what the wallet gets is stored by coinpulse, not read back).
     pub async fn create_topup_checkout(
@@ -207,6 +231,14 @@ impl StripeApi {
             t.product_name,
         );
         params.allow_promotion_codes = Some(false);
+        let customer = t
+            .customer
+            .map(CustomerId::from_str)
+            .transpose()
+            .map_err(|_| {
+                StripeApiError::Unreachable("a stored Stripe customer id is malformed".into())
+            })?;
+        params.customer = customer;
         let session = CheckoutSession::create(&client, params).await?;
         let url = session.url.ok_or_else(|| {
             StripeApiError::Unreachable("Stripe returned a session without a URL".into())
@@ -253,6 +285,8 @@ fn one_item_session<'a>(
 
 /// A wallet top-up to pay through Checkout.
 pub struct NewTopupCheckout<'a> {
+    /// The wallet's Stripe Customer (its email gets the receipt), if it has one.
+    pub customer: Option<&'a str>,
     pub wallet_id: &'a str,
     pub amount_minor: i64,
     pub currency: &'a str,

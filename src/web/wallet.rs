@@ -11,7 +11,7 @@ use super::pay::{
     checked_form, csrf_for, guard_form, new_nonce, pay_cookie, phone_wallet, wallet_cookie,
 };
 use super::{html, AppState};
-use crate::domain::wallet::{default_packages, TopupPackage};
+use crate::domain::wallet::{custom_topup, default_packages, TopupPackage, WalletLimits};
 use crate::domain::{Currency, LedgerKind, MachineId, Money};
 use crate::error::{AppError, PageError};
 use crate::store::{Topup, Wallet};
@@ -50,6 +50,10 @@ struct WalletPage {
     balance: Option<String>,
     lines: Vec<Line>,
     packages: Vec<PackageView>,
+    /// "$5.00 to $500.00": what "Other amount" accepts.
+    range: String,
+    /// What the player should know before paying: a balance limit, expiry.
+    terms: Vec<String>,
     currency: String,
     from: String,
     back: Option<(String, String)>,
@@ -79,6 +83,34 @@ async fn currency_for(state: &AppState, wallet: Option<&Wallet>, q: &WalletQuery
         Err(_) => None,
     }
     .unwrap_or_else(|| "usd".into())
+}
+
+/// The owner's top-up limits for `currency`, or the defaults.
+pub(crate) async fn limits(
+    state: &AppState,
+    currency: &Currency,
+) -> Result<WalletLimits, AppError> {
+    Ok(state
+        .store
+        .wallet_limits(currency.as_str())
+        .await?
+        .unwrap_or_else(|| WalletLimits::default_for(currency)))
+}
+
+/// A player-typed amount in the main unit: `15`, `15.50`, `15,50`, `$15`.
+fn typed_amount(text: &str, currency: &Currency) -> Option<i64> {
+    let t = text
+        .trim()
+        .trim_start_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ',')
+        .replace(',', ".");
+    let t = if t.contains('.') || currency.decimals() == 0 {
+        t
+    } else {
+        format!("{t}.0")
+    };
+    crate::domain::parse_amount(&t, currency)
+        .ok()
+        .filter(|m| *m > 0)
 }
 
 async fn packages(state: &AppState, currency: &str) -> Result<Vec<TopupPackage>, AppError> {
@@ -112,6 +144,24 @@ pub async fn page(
         .map_err(|e| trouble(e.into()))?;
     let currency = currency_for(&state, wallet.as_ref(), &q).await;
     let packages = packages(&state, &currency).await.map_err(trouble)?;
+    let parsed =
+        Currency::parse(&currency).map_err(|e| trouble(AppError::BadRequest(e.to_string())))?;
+    let limits = limits(&state, &parsed).await.map_err(trouble)?;
+    let mut terms = Vec::new();
+    if let Some(max) = limits.max_balance_minor {
+        terms.push(format!(
+            "A balance can hold up to {}.",
+            Money::format(max, &currency)
+        ));
+    }
+    if let Some(months) = crate::wallets::expiry_months(&state.store)
+        .await
+        .map_err(|e| trouble(e.into()))?
+    {
+        terms.push(format!(
+            "Unused balance expires {months} months after its last use."
+        ));
+    }
     let mut lines = Vec::new();
     let mut topup_state = None;
     if let Some(w) = &wallet {
@@ -173,6 +223,12 @@ pub async fn page(
                 label: p.label.clone(),
             })
             .collect(),
+        range: format!(
+            "{} to {}",
+            Money::format(limits.min_topup_minor, &currency),
+            Money::format(limits.max_topup_minor, &currency)
+        ),
+        terms,
         currency,
         from: back.as_ref().map(|_| q.from.clone()).unwrap_or_default(),
         back,
@@ -190,7 +246,11 @@ pub async fn page(
 
 #[derive(Deserialize)]
 pub struct TopupForm {
-    package: usize,
+    /// A package's index, or "other" for `amount`.
+    package: String,
+    /// The amount typed for "Other amount", in the main unit.
+    #[serde(default)]
+    amount: String,
     currency: String,
     #[serde(default)]
     from: String,
@@ -220,11 +280,32 @@ pub async fn topup(
     let packages = packages(&state, currency.as_str())
         .await
         .map_err(|e| e.page("Please try again", back.clone()))?;
-    let Some(package) = packages.get(form.package) else {
-        return Err(
-            AppError::BadRequest("That top-up is no longer offered.".into())
-                .page("Please choose again", back),
-        );
+    let limits = limits(&state, &currency)
+        .await
+        .map_err(|e| e.page("Please try again", back.clone()))?;
+    let range = format!(
+        "Top-ups are from {} to {}.",
+        Money::format(limits.min_topup_minor, currency.as_str()),
+        Money::format(limits.max_topup_minor, currency.as_str())
+    );
+    let package = if form.package == "other" {
+        typed_amount(&form.amount, &currency)
+            .and_then(|minor| custom_topup(minor, &packages, &limits).ok())
+            .ok_or_else(|| {
+                AppError::Unprocessable(format!("Please type an amount. {range}"))
+                    .page("Please choose again", back.clone())
+            })?
+    } else {
+        let chosen = form.package.parse::<usize>().ok();
+        match chosen.and_then(|i| packages.get(i)) {
+            Some(p) => p.clone(),
+            None => {
+                return Err(
+                    AppError::BadRequest("That top-up is no longer offered.".into())
+                        .page("Please choose again", back),
+                )
+            }
+        }
     };
     let current = phone_wallet(&state, &req)
         .await
@@ -250,6 +331,18 @@ pub async fn topup(
             .await
             .map_err(|e| AppError::from(e).page("Please try again", back.clone()))?,
     };
+    if let Some(max) = limits.exceeded_by(wallet.balance_minor, package.credit_minor) {
+        return Err(AppError::Unprocessable(format!(
+            "A balance can hold up to {}; this top-up would take yours to {}.",
+            Money::format(max, currency.as_str()),
+            Money::format(
+                wallet.balance_minor + package.credit_minor,
+                currency.as_str()
+            )
+        ))
+        .page("Top-up too large", back));
+    }
+    let customer = receipts_customer(&state, &wallet).await;
     let public = &state.settings.public_url;
     let from: String = form_urlencoded::byte_serialize(form.from.as_bytes()).collect();
     let success = format!("{public}/w?topup={{CHECKOUT_SESSION_ID}}&from={from}");
@@ -269,6 +362,7 @@ pub async fn topup(
             success_url: &success,
             cancel_url: &cancel,
             idempotency_key: &key,
+            customer: customer.as_deref(),
         })
         .await;
     let (session_id, url) = match created {
@@ -312,6 +406,28 @@ pub async fn topup(
         .finish();
     let _ = res.add_cookie(&wallet_cookie(&state, &wallet.id));
     Ok(res)
+}
+
+/// The Stripe Customer a wallet with an email pays as, so Stripe's receipts reach that
+/// address (created once, then remembered). None without an email, or when Stripe could
+/// not make one: the top-up goes ahead without it.
+async fn receipts_customer(state: &AppState, wallet: &Wallet) -> Option<String> {
+    if let Some(id) = &wallet.stripe_customer_id {
+        return Some(id.clone());
+    }
+    let email = wallet.email.as_deref()?;
+    match state.stripe.create_customer(email, &wallet.id).await {
+        Ok(id) => {
+            if let Err(e) = state.store.set_wallet_customer(&wallet.id, &id).await {
+                tracing::warn!(wallet = %wallet.id, error = %e, "Stripe customer not remembered");
+            }
+            Some(id)
+        }
+        Err(e) => {
+            tracing::warn!(wallet = %wallet.id, error = %e, "no Stripe customer for receipts; topping up without");
+            None
+        }
+    }
 }
 
 /// How long a sign-in link works.

@@ -360,9 +360,14 @@ async fn status_shows_live_connections_and_pulses_verify_with_the_public_key() {
         app.status().await["cabinets"][&c.machine_id]["connected"] == false
     })
     .await;
-    // That one pulse was all it got: nothing else arrives afterwards.
+    // That one pulse was all it got: nothing else is credited afterwards. (A repeat of the
+    // same pulse is allowed: the raw login's subscription, if the server hears of it before
+    // the ack, redelivers it, and the cabinet knows it by id.)
     while let Some(ev) = c.next_event(1).await {
-        assert_eq!(ev, SimEvent::GameOverSent, "after its one credit");
+        assert!(
+            ev == SimEvent::GameOverSent || ev == SimEvent::Duplicate(p.id.clone()),
+            "after its one credit: {ev:?}"
+        );
     }
 }
 

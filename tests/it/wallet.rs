@@ -593,3 +593,263 @@ async fn top_up_packages_are_set_through_the_api() {
     );
     ledger_agrees(&t._db);
 }
+
+/// Starts a top-up of an amount the player types ("Other amount"); the answer as it is.
+async fn start_typed_topup(phone: &mut Phone, from: &str, amount: &str) -> Answer {
+    let page = phone.get(&format!("/w?from={from}")).await;
+    phone
+        .post(
+            "/w/topup",
+            &[
+                ("csrf", field(&page.body, "csrf")),
+                ("nonce", field(&page.body, "nonce")),
+                ("currency", field(&page.body, "currency")),
+                ("from", from.to_owned()),
+                ("package", "other".to_owned()),
+                ("amount", amount.to_owned()),
+            ],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn top_ups_stay_within_the_owners_limits() {
+    let t = pay_app(|_| {}).await;
+    let cab = t.app.cabinet(100, "usd").await;
+    let (status, body) = t
+        .app
+        .api(
+            reqwest::Method::PUT,
+            "/topup-packages/usd",
+            Some(json!({
+                "packages": [{"pay_minor": 2000, "credit_minor": 2200, "label": "Bonus"}],
+                "min_topup_minor": 500, "max_topup_minor": 5000, "max_balance_minor": 6000,
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = t.app.get("/topup-packages/usd").await;
+    assert_eq!(
+        (
+            &got["min_topup_minor"],
+            &got["max_topup_minor"],
+            &got["max_balance_minor"]
+        ),
+        (&json!(500), &json!(5000), &json!(6000))
+    );
+    // A package outside the range, and a range upside down, are refused.
+    for bad in [
+        json!({"packages": [{"pay_minor": 6000, "credit_minor": 6000}]}),
+        json!({"packages": [], "min_topup_minor": 5000, "max_topup_minor": 500}),
+    ] {
+        let (status, body) = t
+            .app
+            .api(reqwest::Method::PUT, "/topup-packages/usd", Some(bad))
+            .await;
+        assert_eq!(status, 422, "{body}");
+    }
+
+    let mut phone = Phone::new(&t.app);
+    let page = phone.get(&format!("/w?from={}", cab.machine_id)).await;
+    assert!(page.body.contains("$5.00 to $50.00"), "{}", page.body);
+    assert!(page.body.contains("up to $60.00"), "{}", page.body);
+    // A typed amount in range pays and credits exactly that.
+    let answer = start_typed_topup(&mut phone, &cab.machine_id, "15").await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let sessions = t.fake.requests("/v1/checkout/sessions");
+    assert_eq!(
+        sessions.last().unwrap().params["line_items[0][price_data][unit_amount]"],
+        "1500"
+    );
+    let (_, body) = t.fake.complete(&t.fake.last_session_id(), |_| {}).await;
+    assert_eq!(body["outcome"], "topped_up");
+    assert_eq!(balance(&mut phone).await, "$15.00");
+    // The package's price typed gets the package's bonus.
+    let answer = start_typed_topup(&mut phone, &cab.machine_id, "20.00").await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    let (_, body) = t.fake.complete(&t.fake.last_session_id(), |_| {}).await;
+    assert_eq!(body["outcome"], "topped_up");
+    assert_eq!(balance(&mut phone).await, "$37.00");
+
+    let before = t.fake.requests("/v1/checkout/sessions").len();
+    for (typed, why) in [
+        ("4.99", "below the smallest top-up"),
+        ("50.01", "above the largest"),
+        ("lots", "not an amount"),
+        ("25", "the balance would pass $60.00"),
+    ] {
+        // The same wallet on a fresh page cookie each time: one phone's form limit is
+        // not what this is about.
+        let mut same_wallet = phone.twin();
+        same_wallet.cookies.retain(|k, _| k == "cp_wallet");
+        let answer = start_typed_topup(&mut same_wallet, &cab.machine_id, typed).await;
+        assert_eq!(answer.status, 422, "{typed}: {why}: {}", answer.body);
+    }
+    let mut same_wallet = phone.twin();
+    same_wallet.cookies.retain(|k, _| k == "cp_wallet");
+    let refused = start_typed_topup(&mut same_wallet, &cab.machine_id, "25").await;
+    assert!(refused.body.contains("up to $60.00"), "{}", refused.body);
+    assert_eq!(
+        t.fake.requests("/v1/checkout/sessions").len(),
+        before,
+        "nothing refused reached Stripe"
+    );
+    ledger_agrees(&t._db);
+}
+
+/// Puts `email` on the phone's wallet through the emailed confirmation link (the `n`th
+/// link the sink has received).
+async fn confirm_email(phone: &mut Phone, smtp: &SmtpSink, email: &str, n: usize) {
+    let page = phone.get("/w").await;
+    let answer = phone
+        .post(
+            "/w/email",
+            &[
+                ("csrf", field(&page.body, "csrf")),
+                ("nonce", field(&page.body, "nonce")),
+                ("email", email.to_owned()),
+            ],
+        )
+        .await;
+    assert!(answer.body.contains("Check your email"), "{}", answer.body);
+    let link = smtp.link("/w/signin/", n).await;
+    let path = link[link.find("/w/").unwrap()..].to_owned();
+    let page = phone.get(&path).await;
+    let confirmed = phone
+        .post(
+            &path,
+            &[
+                ("csrf", field(&page.body, "csrf")),
+                ("nonce", field(&page.body, "nonce")),
+            ],
+        )
+        .await;
+    assert_eq!(confirmed.status, 303, "{}", confirmed.body);
+}
+
+#[tokio::test]
+async fn a_wallet_with_an_email_tops_up_as_a_stripe_customer() {
+    let Some(smtp) = SmtpSink::start().await else {
+        return;
+    };
+    let url = smtp.url.clone();
+    let t = pay_app(move |o| o.smtp_url = Some(url)).await;
+    let (mut phone, cab) = funded(&t).await;
+    assert!(
+        t.fake.requests("/v1/customers").is_empty(),
+        "no email, no customer"
+    );
+    assert!(!t.fake.requests("/v1/checkout/sessions")[0]
+        .params
+        .contains_key("customer"));
+    confirm_email(&mut phone, &smtp, "player@example.com", 1).await;
+
+    for _ in 0..2 {
+        start_topup(&mut phone, &cab.machine_id, 0).await;
+    }
+    let customers = t.fake.requests("/v1/customers");
+    assert_eq!(customers.len(), 1, "one customer, remembered");
+    assert_eq!(customers[0].params["email"], "player@example.com");
+    let sessions = t.fake.requests("/v1/checkout/sessions");
+    let customer_of = |i: usize| sessions[i].params.get("customer").cloned();
+    assert!(customer_of(1).is_some_and(|c| c.starts_with("cus_")));
+    assert_eq!(customer_of(1), customer_of(2));
+    ledger_agrees(&t._db);
+}
+
+/// Runs `coinpulse wallet expire …` on the test's database; (success, stdout + stderr).
+fn expire(db: &TestDb, smtp: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+        .args(["wallet", "expire"])
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("SMTP_URL", smtp)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn unused_balances_expire_only_when_the_owner_says_so_after_a_reminder() {
+    let Some(smtp) = SmtpSink::start().await else {
+        return;
+    };
+    let url = smtp.url.clone();
+    let t = pay_app(move |o| o.smtp_url = Some(url)).await;
+    let (mut phone, _cab) = funded(&t).await;
+    confirm_email(&mut phone, &smtp, "player@example.com", 1).await;
+    let day = |days: i64| {
+        (chrono::Utc::now() + chrono::Duration::days(days))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+
+    // Off by default: nothing expires, however late.
+    let (ok, out) = expire(&t._db, &smtp.url, &["--as-of", &day(3650)]);
+    assert!(!ok && out.contains("never expire"), "{out}");
+
+    let mut owner = t.app.owner().await;
+    let page = owner
+        .post(
+            "/admin/wallets/packages",
+            &[
+                ("currency", "usd"),
+                ("packages", "10.00:10.00\n20.00:22.00"),
+                ("expiry_months", "6"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(phone
+        .get("/w")
+        .await
+        .body
+        .contains("expires 6 months after its last use"));
+
+    // Not yet due: nothing happens.
+    let (ok, out) = expire(&t._db, &smtp.url, &["--as-of", &day(30)]);
+    assert!(
+        ok && out.contains("0 balance(s) expired, 0 reminder(s)"),
+        "{out}"
+    );
+    // Within two weeks of expiry: one reminder, then no second one.
+    let soon = day(6 * 30 - 3);
+    let (ok, out) = expire(&t._db, &smtp.url, &["--as-of", &soon, "--dry-run"]);
+    assert!(ok && out.contains("would remind"), "{out}");
+    assert!(
+        !smtp.received().contains("expires on"),
+        "a dry run sends nothing"
+    );
+    let (ok, out) = expire(&t._db, &smtp.url, &["--as-of", &soon]);
+    assert!(ok && out.contains("1 reminder(s)"), "{out}");
+    for _ in 0..100 {
+        if smtp.received().contains("expires on") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mail = smtp.received();
+    assert!(
+        mail.contains("Your arcade balance of $10.00") && mail.contains("/w"),
+        "{mail}"
+    );
+    let (_, out) = expire(&t._db, &smtp.url, &["--as-of", &soon]);
+    assert!(out.contains("0 reminder(s)"), "reminded once: {out}");
+
+    // Past it: the whole balance goes, once, as a ledger row the player can see.
+    let late = day(7 * 31);
+    let (ok, out) = expire(&t._db, &smtp.url, &["--as-of", &late]);
+    assert!(ok && out.contains("expired $10.00"), "{out}");
+    let (_, out) = expire(&t._db, &smtp.url, &["--as-of", &late]);
+    assert!(out.contains("0 balance(s) expired"), "{out}");
+    assert_eq!(balance(&mut phone).await, "$0.00");
+    assert!(phone.get("/w").await.body.contains("Expired balance"));
+    ledger_agrees(&t._db);
+}

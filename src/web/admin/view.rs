@@ -7,9 +7,7 @@ use crate::domain::{Cabinet, Money};
 use crate::store::Takings;
 use crate::web::AppState;
 
-pub fn parse_time(db: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(db).ok().map(|t| t.to_utc())
-}
+pub use crate::domain::parse_db_time as parse_time;
 
 /// "just now", "5 min ago", "3 h ago", "2 days ago"; "never" for none.
 pub fn ago(db: Option<&str>, now: DateTime<Utc>) -> String {

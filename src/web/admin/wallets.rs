@@ -11,7 +11,9 @@ use serde::Deserialize;
 
 use super::view::when;
 use super::{see_other, Admin, Csrf, Nav};
-use crate::domain::wallet::{card_fee, default_packages, parse_package, validate_packages};
+use crate::domain::wallet::{
+    card_fee, default_packages, parse_package, validate_packages, TopupPackage, WalletLimits,
+};
 use crate::domain::{parse_amount, Currency, LedgerKind, Money};
 use crate::error::AppError;
 use crate::store::{LedgerRow, Topup, Wallet};
@@ -38,9 +40,11 @@ struct ListPage {
     wallets: Vec<(Wallet, String)>,
     q: String,
     currency: String,
-    packages: String,
+    /// The top-up settings form as stored, or as typed when it was refused.
+    form: PackagesForm,
     packages_error: Option<String>,
     fee: String,
+    reminder_days: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,7 +61,7 @@ async fn list_page(
     state: &AppState,
     admin: &Admin,
     q: &str,
-    packages_text: Option<String>,
+    typed: Option<PackagesForm>,
     packages_error: Option<String>,
 ) -> Result<HttpResponse, AppError> {
     let bp = basis_points(state);
@@ -108,28 +112,9 @@ async fn list_page(
         .map(|c| c.currency.clone())
         .unwrap_or_else(|| "usd".into());
     let cur = Currency::parse(&currency).map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
-    let packages = match packages_text {
-        Some(t) => t,
-        None => {
-            let stored = state.store.topup_packages(&currency).await?;
-            let list = if stored.is_empty() {
-                default_packages(&cur)
-            } else {
-                stored
-            };
-            list.iter()
-                .map(|p| {
-                    let mut line =
-                        format!("{}:{}", cur.plain(p.pay_minor), cur.plain(p.credit_minor));
-                    if !p.label.is_empty() {
-                        line.push(':');
-                        line.push_str(&p.label);
-                    }
-                    line
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
+    let form = match typed {
+        Some(f) => f,
+        None => stored_form(state, &cur).await?,
     };
     let status = if packages_error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
@@ -142,8 +127,9 @@ async fn list_page(
         wallets,
         q: q.to_owned(),
         currency,
-        packages,
+        form,
         packages_error,
+        reminder_days: crate::domain::wallet::EXPIRY_REMINDER_DAYS,
         fee: format!(
             "{}% + {}",
             state.settings.card_fee_percent, state.settings.card_fee_fixed
@@ -160,12 +146,114 @@ pub async fn list(
     list_page(&state, &admin, &q.q, None, None).await
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct PackagesForm {
-    #[serde(default)]
     currency: String,
-    #[serde(default)]
+    /// One package per line, `pay:get[:label]`.
     packages: String,
+    /// The limits and expiry: a field left out of the form keeps its stored value.
+    min_topup: Option<String>,
+    max_topup: Option<String>,
+    /// Blank: no limit.
+    max_balance: Option<String>,
+    /// Blank or 0: balances never expire.
+    expiry_months: Option<String>,
+}
+
+/// The settings form filled from what is stored (or the defaults).
+async fn stored_form(state: &AppState, cur: &Currency) -> Result<PackagesForm, AppError> {
+    let stored = state.store.topup_packages(cur.as_str()).await?;
+    let list = if stored.is_empty() {
+        default_packages(cur)
+    } else {
+        stored
+    };
+    let packages = list
+        .iter()
+        .map(|p| {
+            let mut line = format!("{}:{}", cur.plain(p.pay_minor), cur.plain(p.credit_minor));
+            if !p.label.is_empty() {
+                line.push(':');
+                line.push_str(&p.label);
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let limits = state
+        .store
+        .wallet_limits(cur.as_str())
+        .await?
+        .unwrap_or_else(|| WalletLimits::default_for(cur));
+    Ok(PackagesForm {
+        currency: cur.as_str().to_owned(),
+        packages,
+        min_topup: Some(cur.plain(limits.min_topup_minor)),
+        max_topup: Some(cur.plain(limits.max_topup_minor)),
+        max_balance: Some(
+            limits
+                .max_balance_minor
+                .map(|m| cur.plain(m))
+                .unwrap_or_default(),
+        ),
+        expiry_months: Some(
+            crate::wallets::expiry_months(&state.store)
+                .await?
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        ),
+    })
+}
+
+impl PackagesForm {
+    /// Fills the fields the form left out from what is stored.
+    fn or(mut self, stored: PackagesForm) -> Self {
+        self.min_topup = self.min_topup.or(stored.min_topup);
+        self.max_topup = self.max_topup.or(stored.max_topup);
+        self.max_balance = self.max_balance.or(stored.max_balance);
+        self.expiry_months = self.expiry_months.or(stored.expiry_months);
+        self
+    }
+
+    fn field(v: &Option<String>) -> &str {
+        v.as_deref().unwrap_or("").trim()
+    }
+}
+
+/// The typed settings, checked: packages, limits and the expiry months.
+fn parse_settings(
+    f: &PackagesForm,
+    currency: &Currency,
+) -> Result<(Vec<TopupPackage>, WalletLimits, Option<u32>), String> {
+    let amount =
+        |label: &str, text: &str| parse_amount(text, currency).map_err(|e| format!("{label}: {e}"));
+    let field = PackagesForm::field;
+    let limits = WalletLimits {
+        min_topup_minor: amount("Smallest top-up", field(&f.min_topup))?,
+        max_topup_minor: amount("Largest top-up", field(&f.max_topup))?,
+        max_balance_minor: match field(&f.max_balance) {
+            "" => None,
+            t => Some(amount("Balance limit", t)?),
+        },
+    };
+    limits.validate(currency).map_err(|e| e.to_string())?;
+    let expiry = match field(&f.expiry_months) {
+        "" | "0" => None,
+        t => match t.parse::<u32>() {
+            Ok(m @ 1..=120) => Some(m),
+            _ => return Err("Expiry: a number of months from 1 to 120, or 0 for never".into()),
+        },
+    };
+    let packages = f
+        .packages
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| parse_package(l, currency))
+        .collect::<Result<Vec<_>, String>>()?;
+    validate_packages(&packages, currency, &limits).map_err(|e| e.to_string())?;
+    Ok((packages, limits, expiry))
 }
 
 pub async fn set_packages(
@@ -176,34 +264,43 @@ pub async fn set_packages(
     admin.require_owner("change top-up packages")?;
     let currency =
         Currency::parse(&f.currency).map_err(|e| AppError::Unprocessable(e.to_string()))?;
-    let parsed: Result<Vec<_>, String> = f
-        .packages
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| parse_package(l, &currency))
-        .collect();
-    let checked = parsed.and_then(|p| {
-        validate_packages(&p, &currency)
-            .map(|()| p)
-            .map_err(|e| e.to_string())
-    });
-    let packages = match checked {
-        Ok(p) => p,
-        Err(e) => return list_page(&state, &admin, "", Some(f.packages), Some(e)).await,
+    let f = f.or(stored_form(&state, &currency).await?);
+    let (packages, limits, expiry) = match parse_settings(&f, &currency) {
+        Ok(parsed) => parsed,
+        Err(e) => return list_page(&state, &admin, "", Some(f), Some(e)).await,
     };
     state
         .store
         .set_topup_packages(currency.as_str(), &packages)
         .await?;
+    state
+        .store
+        .set_wallet_limits(currency.as_str(), &limits)
+        .await?;
+    state
+        .store
+        .set_meta(
+            crate::wallets::EXPIRY_SETTING,
+            &expiry.unwrap_or(0).to_string(),
+        )
+        .await?;
     admin
         .audit(
             "wallet.packages",
             Some(currency.as_str()),
-            &f.packages.lines().collect::<Vec<_>>().join(", "),
+            &format!(
+                "{}; top-ups {}–{}, balance limit {}, expiry {}",
+                f.packages.lines().collect::<Vec<_>>().join(", "),
+                Money::format(limits.min_topup_minor, currency.as_str()),
+                Money::format(limits.max_topup_minor, currency.as_str()),
+                limits
+                    .max_balance_minor
+                    .map_or("none".into(), |m| Money::format(m, currency.as_str())),
+                expiry.map_or("never".into(), |m| format!("after {m} months")),
+            ),
         )
         .await;
-    admin.flash("Top-up packages saved.");
+    admin.flash("Top-up settings saved.");
     Ok(see_other("/admin/wallets"))
 }
 

@@ -195,6 +195,7 @@ fn allowed(resource: &str) -> &'static [&'static str] {
             "cancel_url",
             "client_reference_id",
             "allow_promotion_codes",
+            "customer",
             "metadata[*]",
             "payment_intent_data[metadata][*]",
             "line_items[*][quantity]",
@@ -203,6 +204,7 @@ fn allowed(resource: &str) -> &'static [&'static str] {
             "line_items[*][price_data][product_data][name]",
         ],
         "products" => &["name", "metadata[*]"],
+        "customers" => &["email", "metadata[*]"],
         "prices" => &["currency", "unit_amount", "product", "metadata[*]"],
         "payment_links" => &[
             "line_items[*][price]",
@@ -412,7 +414,7 @@ fn handle(st: &mut State, resource: &str, p: &BTreeMap<String, String>) -> (u16,
                     "client_reference_id": p.get("client_reference_id"), "consent": null, "consent_collection": null,
                     "created": now, "currency": currency, "custom_fields": [],
                     "custom_text": {"after_submit": null, "shipping_address": null, "submit": null, "terms_of_service_acceptance": null},
-                    "customer": null, "customer_creation": "if_required", "customer_details": null, "customer_email": null,
+                    "customer": p.get("customer"), "customer_creation": "if_required", "customer_details": null, "customer_email": null,
                     "expires_at": now + 86400, "invoice": null, "invoice_creation": null, "livemode": false, "locale": null,
                     "metadata": sub(p, "metadata["), "mode": "payment", "payment_intent": null, "payment_link": null,
                     "payment_method_collection": "if_required", "payment_method_options": {}, "payment_method_types": ["card"],
@@ -424,6 +426,10 @@ fn handle(st: &mut State, resource: &str, p: &BTreeMap<String, String>) -> (u16,
                 });
                 st.sessions.insert(id, session.clone());
                 session
+            }
+            "customers" => {
+                json!({"id": format!("cus_fake{n}"), "object": "customer", "created": now,
+                    "email": p.get("email"), "livemode": false, "metadata": sub(p, "metadata[")})
             }
             "products" => {
                 json!({"id": format!("prod_fake{n}"), "object": "product", "active": true, "created": now,
