@@ -309,7 +309,12 @@ async fn refund(tx: &mut Tx, c: &Charge, now: &str) -> Result<WebhookOutcome, St
         } {
             return crate::wallets::topup_refunded(tx, &t, &c.id, c.amount_refunded, now).await;
         }
-        tracing::warn!(charge = %c.id, "refund for a payment coinpulse does not know");
+        tracing::warn!(charge = %c.id, "refund for a payment coinpulse does not know (yet)");
+        if let Some(pi) = &c.payment_intent {
+            // Its top-up's completion may still be on its way: applied then.
+            tx.remember_early_refund(pi, &c.id, c.amount_refunded, now)
+                .await?;
+        }
         return Ok(WebhookOutcome::of(Outcome::Unmatched));
     };
     let status = if c.refunded || c.amount_refunded >= p.amount_minor {

@@ -88,6 +88,17 @@ pub async fn topup_event(
         .await?;
     tracing::info!(wallet = %t.wallet_id, session = %t.checkout_session_id, paid = t.pay_minor,
         credited = t.credit_minor, "wallet topped up");
+    // A refund Stripe reported before this completion is taken off now.
+    if let Some(intent) = s.payment_intent.as_deref() {
+        if let Some((charge, refunded)) = tx.early_refund(intent).await? {
+            let paid = Topup {
+                status: "paid".into(),
+                payment_intent_id: Some(intent.to_owned()),
+                ..t.clone()
+            };
+            topup_refunded(tx, &paid, &charge, refunded, now).await?;
+        }
+    }
     Ok(WebhookOutcome::outcome(Outcome::ToppedUp))
 }
 
@@ -111,8 +122,7 @@ pub async fn topup_refunded(
             .await?;
         return Ok(WebhookOutcome::outcome(Outcome::Refunded));
     }
-    // The refunded share of the top-up's bonus goes with it.
-    let take = delta + delta * (t.credit_minor - t.pay_minor) / t.pay_minor.max(1);
+    let take = refund_take(t, delta);
     // The balance may move between reading it and the conditional debit (another
     // replica's spend): read again and retry rather than record a debit that did not happen.
     let mut balance = 0;
@@ -152,6 +162,92 @@ pub async fn topup_refunded(
     tracing::info!(wallet = %t.wallet_id, session = %t.checkout_session_id, debited = debit,
         "wallet top-up refunded");
     Ok(WebhookOutcome::outcome(Outcome::Refunded))
+}
+
+/// What refunding `refunded` of top-up `t` takes off the balance: that, and the same share
+/// of the top-up's bonus.
+pub fn refund_take(t: &Topup, refunded: i64) -> i64 {
+    refunded + refunded * (t.credit_minor - t.pay_minor) / t.pay_minor.max(1)
+}
+
+/// The owner refunds `amount` of top-up `session` from the dashboard: the balance is taken
+/// first (so it cannot be spent while Stripe works), and the top-up counts it as refunded,
+/// so the `charge.refunded` that follows finds nothing new. Returns the hold: the top-up's
+/// new refunded total and the hold's own reference (which names the Stripe refund), or
+/// None when the balance no longer holds it.
+pub async fn hold_refund(
+    tx: &mut Tx,
+    session: &str,
+    amount: i64,
+    now: &str,
+) -> Result<Option<RefundHold>, StoreError> {
+    let Some(t) = tx.topup(session).await? else {
+        return Ok(None);
+    };
+    if t.status != "paid" || amount <= 0 || amount > t.pay_minor - t.refunded_minor {
+        return Ok(None);
+    }
+    let hold = RefundHold {
+        target: t.refunded_minor + amount,
+        amount,
+        reference: format!("{session}:{}", uuid::Uuid::now_v7()),
+    };
+    let taken = tx
+        .append_ledger(&NewLedgerRow {
+            wallet_id: &t.wallet_id,
+            kind: LedgerKind::Refund,
+            amount_minor: -refund_take(&t, amount),
+            reason: "top-up refunded by the owner",
+            reference: &hold.reference,
+            machine_id: None,
+            at: now,
+        })
+        .await?;
+    if !taken {
+        return Ok(None);
+    }
+    tx.set_topup_refunded(session, hold.target, None).await?;
+    Ok(Some(hold))
+}
+
+/// Balance taken off for a refund Stripe has not confirmed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundHold {
+    /// The top-up's refunded total with this refund.
+    pub target: i64,
+    pub amount: i64,
+    /// Unique per hold: the ledger row's reference and the Stripe refund's idempotency key.
+    pub reference: String,
+}
+
+/// Gives back a hold whose Stripe refund failed: the balance returns and the top-up's
+/// refunded total goes back, unless a webhook has moved it since.
+pub async fn release_refund(
+    tx: &mut Tx,
+    session: &str,
+    hold: &RefundHold,
+    now: &str,
+) -> Result<bool, StoreError> {
+    let Some(t) = tx.topup(session).await? else {
+        return Ok(false);
+    };
+    // A webhook that moved the total since has settled it: nothing to give back.
+    let (target, amount) = (hold.target, hold.amount);
+    if !tx.unrefund_topup(session, target, target - amount).await? {
+        return Ok(false);
+    }
+    let back = tx
+        .append_ledger(&NewLedgerRow {
+            wallet_id: &t.wallet_id,
+            kind: LedgerKind::Adjustment,
+            amount_minor: refund_take(&t, amount),
+            reason: "refund not made: Stripe refused it",
+            reference: &format!("{}:released", hold.reference),
+            machine_id: None,
+            at: now,
+        })
+        .await?;
+    Ok(back)
 }
 
 /// A "Play now" request: this wallet pays `price_minor` for `credits` on a cabinet.

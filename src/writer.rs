@@ -16,6 +16,7 @@ use crate::mqtt::MqttStats;
 use crate::payments::{self, WebhookOutcome};
 use crate::store::{AckOutcome, NewPlay, OutboxPulse, Store, StoreError, Tx};
 use crate::stripe::webhook::Event;
+use crate::wallets::RefundHold;
 
 /// Requests one transaction may hold. Large enough to amortise the fsync, small enough
 /// that the first request in a batch is not kept waiting.
@@ -37,6 +38,16 @@ impl From<StoreError> for WriteError {
     fn from(e: StoreError) -> Self {
         Self::Database(Arc::new(e))
     }
+}
+
+/// The two steps of an owner's top-up refund around the Stripe call.
+#[derive(Debug, Clone)]
+pub enum RefundStep {
+    /// Take `amount` (and its bonus share) off the balance; answers the hold, or None when
+    /// the balance no longer holds it.
+    Hold { amount: i64 },
+    /// Stripe refused: give this hold back (answers it again when it was).
+    Release(RefundHold),
 }
 
 /// A game over, from MQTT or HTTP.
@@ -118,6 +129,14 @@ enum Request {
         reply: Reply<bool>,
         done: Option<bool>,
     },
+    /// The owner's refund of part of a top-up: the balance held before Stripe is asked, or
+    /// given back when Stripe refused (see `wallets::hold_refund`).
+    TopupRefund {
+        session: String,
+        step: RefundStep,
+        reply: Reply<Option<RefundHold>>,
+        done: Option<Option<RefundHold>>,
+    },
     /// Expires a wallet's balance unused for `months` as of `now` (see `wallets::expire`).
     Expire {
         wallet_id: String,
@@ -158,6 +177,7 @@ impl Request {
             | Self::Assign { .. }
             | Self::Spend { .. }
             | Self::Adjust { .. }
+            | Self::TopupRefund { .. }
             | Self::Expire { .. } => true,
             Self::Handed { .. }
             | Self::Unhanded { .. }
@@ -208,6 +228,9 @@ impl Request {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Expire { reply, done, .. } => {
+                send(reply, committed.and_then(|()| done.ok_or_else(missing)))
+            }
+            Self::TopupRefund { reply, done, .. } => {
                 send(reply, committed.and_then(|()| done.ok_or_else(missing)))
             }
             Self::Handed { reply, .. } | Self::Unhanded { reply, .. } => send(reply, committed),
@@ -319,6 +342,21 @@ impl Writer {
             wallet_id: wallet_id.to_owned(),
             amount_minor,
             reason: reason.to_owned(),
+            reply,
+            done: None,
+        })
+        .await
+    }
+
+    /// A step of the owner's refund of top-up `session`; see [`RefundStep`].
+    pub async fn topup_refund(
+        &self,
+        session: &str,
+        step: RefundStep,
+    ) -> Result<Option<RefundHold>, WriteError> {
+        self.call(|reply| Request::TopupRefund {
+            session: session.to_owned(),
+            step,
             reply,
             done: None,
         })
@@ -633,6 +671,24 @@ impl Core {
             }
             Request::Spend { spend, done, .. } => {
                 *done = Some(crate::wallets::spend(tx, &self.keys, spend).await?);
+            }
+            Request::TopupRefund {
+                session,
+                step,
+                done,
+                ..
+            } => {
+                let now = now_db();
+                *done = Some(match step {
+                    RefundStep::Hold { amount } => {
+                        crate::wallets::hold_refund(tx, session, *amount, &now).await?
+                    }
+                    RefundStep::Release(hold) => {
+                        crate::wallets::release_refund(tx, session, hold, &now)
+                            .await?
+                            .then(|| hold.clone())
+                    }
+                });
             }
             Request::Expire {
                 wallet_id,

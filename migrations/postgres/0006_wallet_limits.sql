@@ -12,3 +12,13 @@ CREATE TABLE wallet_settings (
 -- when its owner was last told that an unused balance is about to expire.
 ALTER TABLE wallets ADD COLUMN stripe_customer_id TEXT;
 ALTER TABLE wallets ADD COLUMN expiry_reminded_at TEXT;
+
+-- A charge.refunded that arrived before its top-up was completed (Stripe does not promise
+-- order): kept here and applied when the top-up is credited. amount_refunded is Stripe's
+-- running total, so the largest seen wins.
+CREATE TABLE early_refunds (
+    payment_intent_id  TEXT PRIMARY KEY NOT NULL,
+    charge_id          TEXT NOT NULL,
+    amount_refunded    BIGINT NOT NULL,
+    received_at        TEXT NOT NULL
+);

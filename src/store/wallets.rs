@@ -308,6 +308,43 @@ impl Tx {
         Ok(())
     }
 
+    /// Keeps a refund that names a PaymentIntent nothing is paid through yet.
+    pub async fn remember_early_refund(
+        &mut self,
+        payment_intent_id: &str,
+        charge_id: &str,
+        amount_refunded: i64,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO early_refunds (payment_intent_id, charge_id, amount_refunded, \
+             received_at) VALUES ($1, $2, $3, $4) ON CONFLICT (payment_intent_id) DO UPDATE \
+             SET amount_refunded = excluded.amount_refunded, charge_id = excluded.charge_id \
+             WHERE early_refunds.amount_refunded < excluded.amount_refunded",
+        )
+        .bind(payment_intent_id)
+        .bind(charge_id)
+        .bind(amount_refunded)
+        .bind(at)
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// The refund (charge, amount refunded so far) that arrived before its PaymentIntent's
+    /// top-up was completed, if one did.
+    pub async fn early_refund(
+        &mut self,
+        payment_intent_id: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT charge_id, amount_refunded FROM early_refunds WHERE payment_intent_id = $1",
+        )
+        .bind(payment_intent_id)
+        .fetch_optional(self.conn())
+        .await?)
+    }
+
     /// Appends a ledger row and moves the cached balance with it. False when a row of the
     /// same kind and reference exists (already applied), or when it would take the
     /// balance below zero: then nothing changes.
@@ -397,6 +434,26 @@ impl Tx {
         .execute(self.conn())
         .await?;
         Ok(())
+    }
+
+    /// Takes a top-up's refunded total back from `from` to `to` (a refund that was not made).
+    pub async fn unrefund_topup(
+        &mut self,
+        session_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE wallet_topups SET refunded_minor = $3 \
+             WHERE checkout_session_id = $1 AND refunded_minor = $2",
+        )
+        .bind(session_id)
+        .bind(from)
+        .bind(to)
+        .execute(self.conn())
+        .await?
+        .rows_affected()
+            == 1)
     }
 
     /// The pulse a "Play now" token already paid for.

@@ -405,6 +405,18 @@ async fn the_owner_sets_packages_adjusts_a_balance_and_refunds_the_unspent_part(
         "{}",
         taken.body
     );
+    let typo = owner
+        .post(
+            &format!("/admin/wallets/{wallet_id}/adjust"),
+            &[
+                ("direction", "add"),
+                ("amount", "100000.00"),
+                ("reason", "meant 10.00"),
+            ],
+        )
+        .await;
+    assert!(typo.body.contains("at most $500.00"), "{}", typo.body);
+    assert_eq!(balance(&mut phone).await, "$10.50");
     assert!(owner
         .get("/admin/audit")
         .await
@@ -432,22 +444,33 @@ async fn the_owner_sets_packages_adjusts_a_balance_and_refunds_the_unspent_part(
         .post(&path, &[("amount", "10.50"), ("confirm", "yes")])
         .await;
     assert!(over.body.contains("at most"), "{}", over.body);
+    // Stripe refuses once: nothing is refunded and the balance stays.
+    t.fake
+        .fail_next(402, "invalid_request_error", "Charge already disputed");
+    let failed = owner
+        .post(&path, &[("amount", "4.00"), ("confirm", "yes")])
+        .await;
+    assert!(
+        failed.body.contains("Stripe did not refund"),
+        "{}",
+        failed.body
+    );
+    assert_eq!(balance(&mut phone).await, "$10.50");
     owner
         .post(&path, &[("amount", "4.00"), ("confirm", "yes")])
         .await;
+    // Off the balance before Stripe's charge.refunded, so it cannot be spent meanwhile.
+    assert_eq!(balance(&mut phone).await, "$6.50");
     let sent = t.fake.requests("/v1/refunds");
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].params["amount"], "400");
-    t.app
-        .eventually("the refund webhook debits the wallet", || async {
-            phone
-                .twin()
-                .get("/w")
-                .await
-                .body
-                .contains("class=\"big\">$6.50<")
-        })
-        .await;
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].params["amount"], "400");
+    // Stripe's event for that refund finds nothing new to take.
+    let pi = format!("pi_{}", &session_id[3..]);
+    let charge = json!({"id": "ch_topup", "object": "charge", "amount": 1000, "amount_refunded": 400,
+        "refunded": false, "currency": "usd", "payment_intent": pi});
+    let event = json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": charge}});
+    assert_eq!(t.app.post_webhook(&event).await.1["outcome"], "duplicate");
+    assert_eq!(balance(&mut phone).await, "$6.50");
     ledger_agrees(&t._db);
 }
 
@@ -851,5 +874,26 @@ async fn unused_balances_expire_only_when_the_owner_says_so_after_a_reminder() {
     assert!(out.contains("0 balance(s) expired"), "{out}");
     assert_eq!(balance(&mut phone).await, "$0.00");
     assert!(phone.get("/w").await.body.contains("Expired balance"));
+    ledger_agrees(&t._db);
+}
+
+#[tokio::test]
+async fn a_refund_reported_before_its_top_up_completed_is_taken_when_it_does() {
+    let t = pay_app(|_| {}).await;
+    let cab = t.app.cabinet(100, "usd").await;
+    let mut phone = Phone::new(&t.app);
+    let id = start_topup(&mut phone, &cab.machine_id, 1).await;
+    // Stripe does not promise order: the refund of $5.00 of the $20.00 comes first.
+    let pi = format!("pi_{}", &id[3..]);
+    let charge = json!({"id": "ch_early", "object": "charge", "amount": 2000, "amount_refunded": 500,
+        "refunded": false, "currency": "usd", "payment_intent": pi});
+    let event = json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": charge}});
+    let (status, body) = t.app.post_webhook(&event).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "unmatched", "kept for the owner meanwhile");
+    let (_, body) = t.fake.complete(&id, |_| {}).await;
+    assert_eq!(body["outcome"], "topped_up");
+    // $20.00 → $22.00 with the bonus; $5.00 refunded takes $5.50 of it.
+    assert_eq!(balance(&mut phone).await, "$16.50");
     ledger_agrees(&t._db);
 }

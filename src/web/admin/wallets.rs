@@ -18,6 +18,7 @@ use crate::domain::{parse_amount, Currency, LedgerKind, Money};
 use crate::error::AppError;
 use crate::store::{LedgerRow, Topup, Wallet};
 use crate::web::{html, AppState};
+use crate::writer::RefundStep;
 
 pub struct Totals {
     pub currency: String,
@@ -431,12 +432,26 @@ pub async fn adjust(
     let currency =
         Currency::parse(&w.currency).map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
     let reason = f.reason.trim();
+    // A typo of a few zeros must not become money: no more than the largest top-up.
+    let most = state
+        .store
+        .wallet_limits(currency.as_str())
+        .await?
+        .unwrap_or_else(|| WalletLimits::default_for(&currency))
+        .max_topup_minor;
     let amount = match parse_amount(&f.amount, &currency) {
-        Ok(a) if !reason.is_empty() => a,
-        Ok(_) => {
-            admin.flash("Not adjusted: say why in the reason.");
+        Ok(a) if a <= 0 || a > most => {
+            admin.flash(format!(
+                "Not adjusted: the amount must be more than zero and at most {} (the largest top-up).",
+                Money::format(most, &w.currency)
+            ));
             return Ok(see_other(&back));
         }
+        Ok(_) if reason.is_empty() || reason.chars().count() > 200 => {
+            admin.flash("Not adjusted: say why in the reason (up to 200 characters).");
+            return Ok(see_other(&back));
+        }
+        Ok(a) => a,
         Err(e) => {
             admin.flash(format!("Not adjusted: {e}."));
             return Ok(see_other(&back));
@@ -520,10 +535,17 @@ pub async fn refund_topup(
         admin.flash("Not refunded: Stripe did not report a PaymentIntent for this top-up.");
         return Ok(see_other(&back));
     };
-    let key = format!(
-        "topup-refund-{}-{}-{}",
-        t.checkout_session_id, t.refunded_minor, amount
-    );
+    // The balance first, so the player cannot spend it while Stripe refunds it.
+    let hold = RefundStep::Hold { amount };
+    let Some(hold) = state
+        .writer
+        .topup_refund(&t.checkout_session_id, hold)
+        .await?
+    else {
+        admin.flash("Not refunded: the wallet no longer holds that much of this top-up.");
+        return Ok(see_other(&back));
+    };
+    let key = format!("topup-refund-{}", hold.reference);
     match state.stripe.refund(intent, Some(amount), &key).await {
         Ok(refund_id) => {
             admin
@@ -538,11 +560,22 @@ pub async fn refund_topup(
                 )
                 .await;
             admin.flash(format!(
-                "Refund of {} sent to Stripe; the balance drops when Stripe confirms it.",
+                "Refunded {} to the player's card; it is off the balance.",
                 Money::format(amount, &t.currency)
             ));
         }
-        Err(e) => admin.flash(format!("Stripe did not refund: {e}")),
+        Err(e) => {
+            // If Stripe did refund after all, its charge.refunded takes the balance again.
+            let release = RefundStep::Release(hold);
+            state
+                .writer
+                .topup_refund(&t.checkout_session_id, release)
+                .await?;
+            tracing::warn!(session = %t.checkout_session_id, error = %e, "top-up refund failed; balance given back");
+            admin.flash(format!(
+                "Stripe did not refund: {e}. The balance is unchanged."
+            ));
+        }
     }
     Ok(see_other(&back))
 }
