@@ -327,12 +327,14 @@ fn serve_http(
     let keys = state.keys.clone();
     let public_url = state.settings.public_url.clone();
     let state = web::Data::new(state);
+    crate::metrics::handle();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(actix_web::middleware::from_fn(
                 crate::error::render_html_errors,
             ))
+            .wrap(actix_web::middleware::from_fn(crate::web::count_requests))
             .wrap(TracingLogger::default())
             // Phones on weak arcade Wi-Fi get pages gzipped when they ask for it.
             .wrap(actix_web::middleware::Compress::default())

@@ -150,6 +150,11 @@ pub struct Settings {
     #[arg(long, env = "API_TOKEN", value_parser = parse_secret, hide_env_values = true)]
     pub api_token: Option<Secret>,
 
+    /// Bearer token Prometheus scrapes /metrics with. Unset: API_TOKEN does; neither set:
+    /// /metrics is off.
+    #[arg(long, env = "METRICS_TOKEN", value_parser = parse_secret, hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+
     /// Master secret for sessions and cabinet secrets. Unset: generated once and kept in
     /// coinpulse.secret beside the database (owner-only permissions).
     #[arg(long, env = "SECRET_KEY", value_parser = parse_secret, hide_env_values = true)]
@@ -291,6 +296,15 @@ pub(crate) fn sqlite_path(database_url: &str) -> Option<PathBuf> {
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
+/// The master key file used when SECRET_KEY is unset: `coinpulse.secret` beside a SQLite
+/// database, or in the working directory.
+pub fn key_file_path(database_url: &str) -> PathBuf {
+    sqlite_path(database_url)
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+        .join("coinpulse.secret")
+}
+
 fn master_key(secret_key: Option<&Secret>, database_url: &str) -> Result<Vec<u8>, ConfigError> {
     if let Some(key) = secret_key {
         if key.expose().len() < 16 {
@@ -301,10 +315,7 @@ fn master_key(secret_key: Option<&Secret>, database_url: &str) -> Result<Vec<u8>
         }
         return Ok(key.expose().as_bytes().to_vec());
     }
-    let dir = sqlite_path(database_url)
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    let path = dir.join("coinpulse.secret");
+    let path = key_file_path(database_url);
     load_or_create_key_file(&path).map_err(|e| ConfigError {
         setting: "SECRET_KEY",
         message: format!(

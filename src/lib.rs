@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod mail;
+pub mod metrics;
 pub mod mqtt;
 pub mod payment_links;
 pub mod payments;

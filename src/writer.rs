@@ -531,6 +531,7 @@ impl Core {
                 }
             };
             let results = self.deliver(&mut batch, results, &outbox).await;
+            crate::metrics::writer_batch(batch.len(), started.elapsed());
             for (r, result) in batch.drain(..).zip(results) {
                 r.answer(result);
             }
@@ -558,6 +559,7 @@ impl Core {
             .filter(|(_, result)| result.is_ok())
             .filter_map(|(r, _)| r.new_pulse())
             .collect();
+        crate::metrics::pulses_queued(fresh.len());
         let mut seed_sent = false;
         for p in fresh.iter_mut().filter(|p| p.routed && !p.acks) {
             relay_now(&self.store, self.relay.as_ref(), p).await;
@@ -614,6 +616,7 @@ impl Core {
                 // crash can make it go out twice.
                 if pulse.routed && !pulse.acks {
                     tx.mark_handed(std::slice::from_ref(&pulse.id), &now);
+                    crate::metrics::pulses_handed(1);
                 }
             }
         }
@@ -699,7 +702,10 @@ impl Core {
             } => {
                 *done = Some(crate::wallets::expire(tx, wallet_id, *months, *now).await?);
             }
-            Request::Handed { ids, .. } => tx.mark_handed(ids, &now_db()),
+            Request::Handed { ids, .. } => {
+                tx.mark_handed(ids, &now_db());
+                crate::metrics::pulses_handed(ids.len());
+            }
             Request::Unhanded { ids, .. } => tx.unmark_handed(ids).await?,
             Request::Ack {
                 machine_id,
@@ -708,6 +714,9 @@ impl Core {
                 ..
             } => {
                 let outcome = tx.mark_acked(machine_id, pulse_id, &now_db()).await?;
+                if outcome == AckOutcome::Recorded {
+                    crate::metrics::pulse_acked(pulse_id);
+                }
                 if outcome == AckOutcome::Unknown {
                     // Only the cabinet's own login can publish on its ack topic, so this is
                     // a confused cabinet (or, on an external broker, someone else's ack).

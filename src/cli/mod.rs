@@ -1,9 +1,11 @@
 //! Command-line interface: `serve` and the owner's tools, each with only its own options.
 
+mod backup;
 mod bench;
 mod cabinet;
 pub mod logs;
 mod money;
+mod mosquitto;
 pub mod sim;
 mod tls;
 mod user;
@@ -53,6 +55,15 @@ pub enum Command {
     User(user::UserArgs),
     /// Player wallets: check balances against their ledgers.
     Wallet(wallet::WalletArgs),
+    /// A consistent copy of the SQLite database and its key file, while the server runs.
+    Backup(backup::BackupArgs),
+    /// Put a backup back (the server stopped).
+    Restore(backup::RestoreArgs),
+    /// Apply the database's pending migrations, or report them (--check).
+    Migrate(backup::MigrateArgs),
+    /// Write a Mosquitto password file and ACL for every cabinet (an external broker with
+    /// the embedded one's rights); --watch keeps them current.
+    MosquittoConfig(mosquitto::MosquittoArgs),
     /// Certificates for the embedded broker's TLS listener.
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -163,6 +174,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CabinetSim(args) => sim::run(args).await,
         Command::User(args) => user::run(args).await,
         Command::Wallet(args) => wallet::run(args).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::MosquittoConfig(args) => mosquitto::run(args).await,
+        Command::Restore(args) => backup::restore(args).await,
+        Command::Migrate(args) => backup::migrate(args).await,
         Command::Tls(cmd) => tls::run(cmd),
         Command::WebhookTest(args) => webhook_test::run(args).await,
         Command::Bench(args) => bench::run(args).await,

@@ -350,6 +350,15 @@ impl Presence {
         out
     }
 
+    /// How many cabinets have a live connection now.
+    pub async fn connected_count(&self) -> usize {
+        let mut n = 0;
+        for (_, link) in self.links().await {
+            n += usize::from(link.connected);
+        }
+        n
+    }
+
     /// Connections refused and messages dropped by the access rules since start.
     pub fn refused(&self) -> u64 {
         self.inner.refused.load(Ordering::Relaxed)

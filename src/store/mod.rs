@@ -29,6 +29,7 @@ pub use payments::{NewPayment, Payment, PaymentFilter, PaymentState};
 pub use plays::{NewPlay, Play};
 pub use pulses::{AckOutcome, NewPulse, OutboxPulse, Pulse};
 pub use tx::Tx;
+
 pub use users::{AuditEntry, Failures, NewAudit, User};
 pub use wallets::{
     BalanceMismatch, LedgerRow, NewLedgerRow, Topup, Wallet, WalletActivity, WalletLink,
@@ -53,6 +54,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("could not flush the database to disk: {0}")]
     Sync(#[source] std::io::Error),
     #[error("migration failed: {0}")]
@@ -184,7 +187,73 @@ fn owner_only(url: &str) {
     }
 }
 
+/// How the database's schema compares with this binary's migrations.
+#[derive(Debug, Default)]
+pub struct MigrationReport {
+    /// Migrations this binary would apply: "0006 wallet limits".
+    pub pending: Vec<String>,
+    /// Applied migrations whose file changed since (or that this binary does not know:
+    /// a database written by a newer coinpulse).
+    pub conflicts: Vec<String>,
+}
+
 impl Store {
+    /// Compares the database's applied migrations with this binary's, changing nothing.
+    pub async fn check_migrations(url: &str) -> Result<MigrationReport, StoreError> {
+        sqlx::any::install_default_drivers();
+        let migrator = if url.starts_with("postgres") {
+            sqlx::migrate!("migrations/postgres")
+        } else {
+            sqlx::migrate!("migrations/sqlite")
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect_with(AnyConnectOptions::from_str(url)?)
+            .await?;
+        let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default(); // no table yet: nothing applied
+        pool.close().await;
+        let name = |m: &sqlx::migrate::Migration| format!("{:04} {}", m.version, m.description);
+        let mut report = MigrationReport::default();
+        for m in migrator.iter() {
+            match applied.iter().find(|(v, _)| *v == m.version) {
+                None => report.pending.push(name(m)),
+                Some((_, sum)) if sum.as_slice() != &*m.checksum => report
+                    .conflicts
+                    .push(format!("{} changed since it was applied", name(m))),
+                Some(_) => {}
+            }
+        }
+        for (v, _) in &applied {
+            if !migrator.iter().any(|m| m.version == *v) {
+                report.conflicts.push(format!(
+                    "{v:04} is applied but unknown to this coinpulse (a newer one wrote this database)"
+                ));
+            }
+        }
+        Ok(report)
+    }
+
+    /// A consistent copy of the whole SQLite database at `path` (`VACUUM INTO`: one read
+    /// transaction, so it holds exactly what was committed when it began) while the server
+    /// keeps running.
+    pub async fn backup_into(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::Unsupported(
+                "backup copies SQLite databases; for PostgreSQL use pg_dump",
+            ));
+        }
+        sqlx::query("VACUUM INTO $1")
+            .bind(path.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,

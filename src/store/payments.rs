@@ -95,6 +95,15 @@ const SELECT_STATE: &str =
     "SELECT id, status, machine_id, amount_minor, checkout_session_id FROM payments";
 
 impl Store {
+    /// Payments waiting for the owner's review.
+    pub async fn count_review(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE status = 'review'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn payments(&self, f: &PaymentFilter) -> Result<Vec<Payment>, StoreError> {
         Ok(sqlx::query_as(&format!(
             "{SELECT_WITH_PULSE} WHERE ($1 IS NULL OR p.machine_id = $1) \

@@ -147,6 +147,15 @@ impl Store {
         .await?)
     }
 
+    /// Pulses not yet handed to the broker, and when the oldest of them was made.
+    pub async fn outbox_backlog(&self) -> Result<(i64, Option<String>), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at) FROM pulses WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub async fn count_unpublished(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT COUNT(*) FROM pulses WHERE published_at IS NULL")

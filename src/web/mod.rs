@@ -71,6 +71,22 @@ pub fn security_headers(https: bool) -> actix_web::middleware::DefaultHeaders {
         ))
 }
 
+/// Middleware: counts every request by its route pattern (never the raw path, which
+/// carries ids and tokens), method and status.
+pub async fn count_requests(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    crate::metrics::http_request(&route, &method, res.status().as_u16());
+    Ok(res)
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, public_url: &str) {
     admin::configure(cfg, keys, public_url.starts_with("https://"));
     cfg.app_data(
@@ -82,6 +98,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, public_url: &str) {
     .route("/", web::get().to(home::index))
     .route("/static/{file}", web::get().to(assets::serve))
     .route("/status", web::get().to(status::status))
+    .route("/ready", web::get().to(status::ready))
+    .route("/metrics", web::get().to(status::metrics))
     .route("/webhooks/stripe", web::post().to(webhooks::stripe))
     // The seed's webhook path, so Stripe endpoints configured for it keep working.
     .route("/addCredit", web::post().to(webhooks::stripe))

@@ -1,4 +1,6 @@
-//! `GET /status`: the seed's health answer, plus database and broker state.
+//! Health: `GET /status` (the seed's liveness answer, plus database and broker state),
+//! `GET /ready` (for load balancers: 503 while the database or broker is unreachable) and
+//! `GET /metrics` (Prometheus).
 
 use std::sync::atomic::Ordering;
 
@@ -49,4 +51,59 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// Ready to take traffic: the database answers and the server's MQTT connection is up.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let database = state.store.ping().await.is_ok();
+    let mqtt = state.stats.is_connected();
+    let body = serde_json::json!({
+        "ready": database && mqtt,
+        "database": if database { "ok" } else { "unreachable" },
+        "mqtt": if mqtt { "connected" } else { "disconnected" },
+    });
+    if database && mqtt {
+        HttpResponse::Ok().json(body)
+    } else {
+        tracing::warn!(database, mqtt, "not ready");
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus text format, for a scraper holding METRICS_TOKEN (or API_TOKEN).
+pub async fn metrics(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, crate::error::AppError> {
+    let settings = &state.settings;
+    let (token, name) = match (&settings.metrics_token, &settings.api_token) {
+        (Some(t), _) => (t, "METRICS_TOKEN"),
+        (None, Some(t)) => (t, "API_TOKEN"),
+        (None, None) => {
+            return Err(crate::error::AppError::NotFound(
+                "metrics are off: set METRICS_TOKEN".into(),
+            ))
+        }
+    };
+    super::api::bearer_is(&req, token.expose(), name)?;
+    let (pulses_waiting, oldest) = state.store.outbox_backlog().await?;
+    let oldest_waiting_seconds = oldest
+        .as_deref()
+        .and_then(crate::domain::parse_db_time)
+        .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    let cabinets_connected = match &state.presence {
+        Some(p) => Some(p.connected_count().await),
+        None => None,
+    };
+    let text = crate::metrics::render(&crate::metrics::Snapshot {
+        mqtt_connected: state.stats.is_connected(),
+        cabinets_connected,
+        pulses_waiting,
+        oldest_waiting_seconds,
+        review_queue: state.store.count_review().await?,
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
 }

@@ -53,6 +53,7 @@ pub async fn stripe(
     let (event_id, kind) = (event.id.clone(), event.kind.clone());
     // A 500 (logged once, with its cause, by AppError) makes Stripe retry later: the
     // event is not lost.
+    let started = std::time::Instant::now();
     let outcome = state.writer.webhook(event).await.map_err(|e| {
         AppError::internal(
             anyhow::Error::new(e).context(format!("webhook {event_id} could not be stored")),
@@ -60,6 +61,11 @@ pub async fn stripe(
     })?;
     tracing::info!(event_id = %event_id, event_type = %kind, outcome = outcome.outcome.as_str(),
         payment_id = ?outcome.payment_id, "webhook processed");
+    crate::metrics::webhook(
+        outcome.outcome.as_str(),
+        started.elapsed(),
+        outcome.pulse.is_some(),
+    );
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "received": true,
         "outcome": outcome.outcome.as_str(),

@@ -19,8 +19,12 @@ struct Raw {
 }
 
 async fn login(app: &TestApp, user: &str, pass: &str, client_id: &str) -> Result<Raw, paho::Error> {
+    login_at(&app.broker, user, pass, client_id).await
+}
+
+async fn login_at(uri: &str, user: &str, pass: &str, client_id: &str) -> Result<Raw, paho::Error> {
     let target = Target {
-        uri: app.broker.clone(),
+        uri: uri.to_owned(),
         username: Some(user.into()),
         password: Some(pass.into()),
         ca_file: None,
@@ -443,4 +447,220 @@ async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
         Ok(Some(SimEvent::Credit(p))) => assert_eq!(p.credits, 2),
         other => panic!("expected a credit over TLS, got {other:?}"),
     }
+}
+
+/// Runs the coinpulse binary on `db`; its stdout, after asserting it succeeded.
+fn coinpulse_ok(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// `coinpulse cabinet add` for `id`; the secret it prints.
+fn add_cabinet(db: &TestDb, id: &str) -> String {
+    let out = coinpulse_ok(
+        db,
+        &["cabinet", "add", "--machine-id", id, "--price", "1.00"],
+        &[],
+    );
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("secret:"))
+        .expect("a secret")
+        .trim()
+        .to_owned()
+}
+
+/// A private Mosquitto on a free port with the given config lines; killed on drop.
+struct Mosquitto {
+    child: std::process::Child,
+    uri: String,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_mosquitto(dir: &std::path::Path, lines: &str) -> Option<Mosquitto> {
+    let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())?;
+    let port = free_port();
+    let conf = dir.join("test.conf");
+    // Started as root, Mosquitto would drop to its own user, who cannot read the test's
+    // owner-only files.
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let user = if root { "user root\n" } else { "" };
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\npersistence false\n{user}{lines}"),
+    )
+    .unwrap();
+    // Killed and reaped by Drop.
+    let broker = Mosquitto {
+        child: std::process::Command::new(bin)
+            .args(["-c", conf.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        uri: format!("tcp://127.0.0.1:{port}"),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(broker);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mosquitto did not start");
+}
+
+#[tokio::test]
+async fn mosquitto_config_gives_an_external_broker_the_embedded_ones_rights() {
+    let db = TestDb::new().await;
+    let (a, b) = (unique("cab"), unique("cab"));
+    let secret_a = add_cabinet(&db, &a);
+    let secret_b = add_cabinet(&db, &b);
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("mosquitto");
+    let server_pw = "server-password-for-the-test";
+    let env = [("MQTT_PASSWORD", server_pw), ("MQTT_USERNAME", "coinpulse")];
+    let out = coinpulse_ok(
+        &db,
+        &["mosquitto-config", "--out", out_dir.to_str().unwrap()],
+        &env,
+    );
+    assert!(out.contains("2 cabinet(s)"), "{out}");
+    let passwd = std::fs::read_to_string(out_dir.join("passwd")).unwrap();
+    assert!(passwd.contains(&format!("{a}:$7$101$")), "{passwd}");
+    assert!(
+        !passwd.contains(&secret_a),
+        "hashed, never the secret itself"
+    );
+    let lines = format!(
+        "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+        out_dir.join("passwd").display(),
+        out_dir.join("acl").display()
+    );
+    let Some(broker) = start_mosquitto(dir.path(), &lines).await else {
+        eprintln!("no mosquitto binary here; skipped");
+        return;
+    };
+    let t = |id: &str, kind: &str| format!("arcade/machine/{id}/{kind}");
+
+    assert!(login_at(&broker.uri, &a, "wrong", &unique("c"))
+        .await
+        .is_err());
+    assert!(login_at(&broker.uri, "", "", &unique("c")).await.is_err());
+    let mut server = login_at(&broker.uri, "coinpulse", server_pw, &unique("srv"))
+        .await
+        .unwrap();
+    assert!(granted(&server.client, "arcade/machine/#").await);
+    let mut cab_a = login_at(&broker.uri, &a, &secret_a, &unique("a"))
+        .await
+        .unwrap();
+    let mut cab_b = login_at(&broker.uri, &b, &secret_b, &unique("b"))
+        .await
+        .unwrap();
+    assert!(granted(&cab_a.client, &t(&a, "coinpulse")).await);
+    assert!(granted(&cab_b.client, &t(&b, "coinpulse")).await);
+    // Mosquitto may grant a subscription it will never feed: what counts is delivery.
+    let _ = granted(&cab_a.client, &t(&b, "coinpulse")).await;
+    let _ = granted(&cab_a.client, "arcade/machine/#").await;
+
+    // B's pulse reaches B only; A's own reaches A.
+    publish(
+        &server.client,
+        &t(&b, "coinpulse"),
+        "{\"for\":\"b\"}",
+        false,
+    )
+    .await;
+    publish(
+        &server.client,
+        &t(&a, "coinpulse"),
+        "{\"for\":\"a\"}",
+        false,
+    )
+    .await;
+    let to_b = tokio::time::timeout(Duration::from_secs(5), cab_b.rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(to_b.topic(), t(&b, "coinpulse"));
+    let to_a = tokio::time::timeout(Duration::from_secs(5), cab_a.rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(to_a.topic(), t(&a, "coinpulse"), "A never sees B's pulse");
+    // The server hears its own publishes through its '#' subscription.
+    while tokio::time::timeout(Duration::from_millis(300), server.rx.recv())
+        .await
+        .is_ok()
+    {}
+
+    // A forges B's game over and its own pulse: neither reaches anyone. Its own game over does.
+    publish(&cab_a.client, &t(&b, "gameover"), "{}", false).await;
+    publish(&cab_a.client, &t(&a, "coinpulse"), "{\"credits\":9}", false).await;
+    publish(&cab_a.client, &t(&a, "gameover"), "{\"own\":true}", false).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), server.rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.topic(), t(&a, "gameover"), "{}", first.payload_str());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), server.rx.recv())
+            .await
+            .is_err(),
+        "nothing forged got through"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), cab_a.rx.recv())
+            .await
+            .is_err(),
+        "A's forged pulse did not come back to it"
+    );
+
+    // A new cabinet: rerun, SIGHUP, and it can log in.
+    let c = unique("cab");
+    let secret_c = add_cabinet(&db, &c);
+    assert!(login_at(&broker.uri, &c, &secret_c, &unique("c"))
+        .await
+        .is_err());
+    coinpulse_ok(
+        &db,
+        &["mosquitto-config", "--out", out_dir.to_str().unwrap()],
+        &env,
+    );
+    std::process::Command::new("kill")
+        .args(["-HUP", &broker.child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut logged_in = false;
+    for _ in 0..50 {
+        if login_at(&broker.uri, &c, &secret_c, &unique("c"))
+            .await
+            .is_ok()
+        {
+            logged_in = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged_in, "the reloaded broker knows the new cabinet");
 }

@@ -9,6 +9,7 @@ mod broker;
 mod browser;
 mod delivery;
 mod gameover;
+mod ops;
 mod pay;
 mod restart;
 mod wallet;

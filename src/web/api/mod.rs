@@ -43,6 +43,12 @@ pub fn check_bearer(req: &HttpRequest) -> Result<ApiAuth, AppError> {
             "the API is disabled: set API_TOKEN to enable it".into(),
         ));
     };
+    bearer_is(req, token.expose(), "API_TOKEN").map(|()| ApiAuth)
+}
+
+/// Whether the request carries `Authorization: Bearer <token>` (compared in constant time);
+/// `name` is the setting the error names.
+pub fn bearer_is(req: &HttpRequest, token: &str, name: &str) -> Result<(), AppError> {
     let given = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -53,14 +59,14 @@ pub fn check_bearer(req: &HttpRequest) -> Result<ApiAuth, AppError> {
         })
         .map(str::trim);
     match given {
-        Some(g) if bool::from(g.as_bytes().ct_eq(token.expose().as_bytes())) => Ok(ApiAuth),
+        Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
         Some(_) => {
-            tracing::warn!(path = %req.path(), "API request with a wrong token");
-            Err(AppError::Unauthorized("invalid API token".into()))
+            tracing::warn!(path = %req.path(), "request with a wrong {name}");
+            Err(AppError::Unauthorized(format!("invalid {name}")))
         }
-        None => Err(AppError::Unauthorized(
-            "missing Authorization: Bearer <API_TOKEN>".into(),
-        )),
+        None => Err(AppError::Unauthorized(format!(
+            "missing Authorization: Bearer <{name}>"
+        ))),
     }
 }
 
