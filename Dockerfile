@@ -3,7 +3,7 @@ FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY templates templates
 COPY static static
@@ -24,6 +24,7 @@ ENV BIND=0.0.0.0:8080 \
     MQTT_LISTEN=0.0.0.0:1883
 VOLUME ["/data"]
 EXPOSE 8080 1883
+# Liveness: the process answers. Load balancers should use /ready (database and broker up).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
     CMD curl -fsS http://127.0.0.1:8080/status || exit 1
 ENTRYPOINT ["coinpulse"]
