@@ -105,6 +105,11 @@ impl Application {
             store: store.clone(),
             writer: writer.clone(),
             stats: stats.clone(),
+            share_group: settings
+                .mqtt_url
+                .as_ref()
+                .map(|_| settings.mqtt_shared_group.clone())
+                .filter(|g| !g.is_empty()),
         };
         let dispatcher_task = tokio::spawn(dispatcher.run(outbox_rx, signal_rx, broker_rx));
         let inbound_task = tokio::spawn(inbound::run(
@@ -158,6 +163,16 @@ impl Application {
             "coinpulse ready"
         );
         let setup_url = announce_setup(&store, &settings.public_url).await;
+        let mut tasks = vec![
+            ("database writer", writer_task),
+            ("outbox dispatcher", dispatcher_task),
+            ("MQTT inbound", inbound_task),
+            ("wallet expiry", expiry_task),
+        ];
+        if let Some(addr) = broker_addr {
+            let lease = crate::replicas::keep_embedded_broker(store.clone(), addr);
+            tasks.push(("embedded broker lease", tokio::spawn(lease)));
+        }
         Ok(Self {
             setup_url,
             http,
@@ -167,12 +182,7 @@ impl Application {
             broker: broker.embedded,
             store,
             mqtt,
-            tasks: vec![
-                ("database writer", writer_task),
-                ("outbox dispatcher", dispatcher_task),
-                ("MQTT inbound", inbound_task),
-                ("wallet expiry", expiry_task),
-            ],
+            tasks,
         })
     }
 
@@ -226,6 +236,7 @@ impl Application {
         let _ = mqtt.disconnect(None).await;
         if let Some(b) = broker {
             b.shutdown();
+            crate::replicas::release_embedded_broker(&store).await;
         }
         store.close().await;
         tracing::info!("coinpulse stopped");
@@ -286,6 +297,10 @@ impl MqttSide {
             server_client_id: settings.mqtt_client_id.clone(),
         };
         let embedded = broker::start(options, store.clone(), events).await?;
+        if let Err(e) = crate::replicas::claim_embedded_broker(store, embedded.addr).await {
+            embedded.shutdown();
+            return Err(e);
+        }
         Ok(Self {
             target: Target {
                 uri: format!("tcp://{}", broker::local_target(embedded.addr)),

@@ -150,6 +150,12 @@ pub struct Settings {
     #[arg(long, env = "API_TOKEN", value_parser = parse_secret, hide_env_values = true)]
     pub api_token: Option<Secret>,
 
+    /// With MQTT_URL: the shared-subscription group replicas split cabinets' game overs and
+    /// acks by (`$share/<group>/…`; the broker gives each message to one replica). Empty:
+    /// every replica gets every message (the database still records each once).
+    #[arg(long, env = "MQTT_SHARED_GROUP", default_value = "coinpulse")]
+    pub mqtt_shared_group: String,
+
     /// Bearer token Prometheus scrapes /metrics with. Unset: API_TOKEN does; neither set:
     /// /metrics is off.
     #[arg(long, env = "METRICS_TOKEN", value_parser = parse_secret, hide_env_values = true)]

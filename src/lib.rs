@@ -16,6 +16,7 @@ pub mod mqtt;
 pub mod payment_links;
 pub mod payments;
 pub mod qr;
+pub mod replicas;
 pub mod store;
 pub mod stripe;
 #[cfg(test)]

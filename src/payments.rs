@@ -455,6 +455,7 @@ pub(crate) fn queue_pulse(
         machine_id: msg.machine_id,
         payload,
         created_at: now.to_owned(),
+        published_at: None,
         acks: cabinet.acks_pulses,
         routed: false,
     }

@@ -458,6 +458,18 @@ pub async fn expiry_loop(store: Store, writer: Writer, mailer: Mailer, public_ur
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        // With several replicas, one pass an hour among them.
+        match store
+            .lease("wallet expiry", chrono::Duration::minutes(55), None)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the expiry lease");
+                continue;
+            }
+        }
         let months = match expiry_months(&store).await {
             Ok(Some(m)) => m,
             Ok(None) => continue,

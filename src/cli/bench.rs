@@ -391,7 +391,7 @@ struct Bench {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    println!("coinpulse bench: a `coinpulse serve` child process on loopback, SQLite (WAL, synchronous=FULL), embedded broker\n");
+    println!("coinpulse bench: a `coinpulse serve` child process on loopback, SQLite (WAL, every batch fsync'd before its 200s), embedded broker\n");
     let mut report = Report::new();
     if args.dashboard_only {
         dashboard(&args, &mut report).await?;

@@ -45,9 +45,9 @@ pub const MAX_INFLIGHT: usize = 8_192;
 pub enum Signal {
     /// The server's own connection is up (again).
     Connected,
-    /// A live (not retained) `online` on a cabinet's status topic. With the embedded broker
-    /// the subscription event is used instead and this is ignored.
-    CabinetOnline(String),
+    /// A live (not retained) `online` on a cabinet's status topic, and when it arrived.
+    /// With the embedded broker the subscription event is used instead and this is ignored.
+    CabinetOnline(String, String),
 }
 
 pub enum Settle {
@@ -78,6 +78,9 @@ pub struct Dispatcher {
     pub store: Store,
     pub writer: Writer,
     pub stats: Arc<MqttStats>,
+    /// The shared-subscription group replicas on an external broker split messages by
+    /// (None: every message to this server).
+    pub share_group: Option<String>,
 }
 
 /// Pulses in flight (handed to the broker, handed mark not yet committed) and the channel
@@ -167,23 +170,25 @@ impl Dispatcher {
                 }
             }
             Input::Broker(BrokerEvent::Subscribed(machine_id)) => {
-                self.deliver_pending(&machine_id, false, flight).await;
+                self.deliver_pending(&machine_id, false, None, flight).await;
             }
             Input::Signal(Signal::Connected) => {
                 self.subscribe().await;
-                self.sweep(None, flight).await;
+                self.sweep(&db_time(chrono::Utc::now() + SWEEP_AGE), flight)
+                    .await;
             }
-            Input::Signal(Signal::CabinetOnline(machine_id)) => {
+            Input::Signal(Signal::CabinetOnline(machine_id, at)) => {
                 // A live `online` is itself proof of a coinpulse cabinet; its status write
                 // may not be committed yet, so say so here.
                 if matches!(self.outlet, Outlet::External(_)) {
-                    self.deliver_pending(&machine_id, true, flight).await;
+                    self.deliver_pending(&machine_id, true, Some(&at), flight)
+                        .await;
                 }
             }
             Input::Sweep => {
                 if self.stats.is_connected() {
                     let cutoff = db_time(chrono::Utc::now() - SWEEP_AGE);
-                    self.sweep(Some(&cutoff), flight).await;
+                    self.sweep(&cutoff, flight).await;
                 }
             }
         }
@@ -299,7 +304,10 @@ impl Dispatcher {
     }
 
     async fn subscribe(&self) {
-        let filters = self.topics.subscriptions();
+        let filters = match &self.share_group {
+            Some(group) => self.topics.shared_subscriptions(group),
+            None => self.topics.subscriptions(),
+        };
         let qos = [paho::QOS_1; 3];
         match self.client.subscribe_many(&filters, &qos).await {
             Ok(_) => self.stats.connected.store(true, Ordering::Relaxed),
@@ -307,13 +315,14 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes every pulse not yet handed (created before `before`, when given).
-    async fn sweep(&self, before: Option<&str>, flight: &mut Flight) {
+    /// Publishes every pulse not yet handed, created before `before`, that this replica
+    /// can claim (no other replica is publishing it).
+    async fn sweep(&self, before: &str, flight: &mut Flight) {
         let mut cursor: Option<(String, String)> = None;
         let mut count = 0usize;
         loop {
             let after = cursor.as_ref().map(|(c, i)| (c.as_str(), i.as_str()));
-            let page = match self.store.unpublished_pulses(after, 500).await {
+            let page = match self.store.claim_unpublished(before, after, 500).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::error!(error = %e, "could not read the outbox");
@@ -324,8 +333,7 @@ impl Dispatcher {
             cursor = Some((last.created_at.clone(), last.id.clone()));
             let full = page.len() == 500;
             for p in page {
-                if before.is_some_and(|b| p.created_at.as_str() >= b) || flight.ids.contains(&p.id)
-                {
+                if flight.ids.contains(&p.id) {
                     continue;
                 }
                 let before_len = flight.ids.len();
@@ -344,7 +352,16 @@ impl Dispatcher {
     /// The cabinet (re)subscribed: a cabinet that speaks coinpulse's protocol gets
     /// everything it never acked (recent enough); a seed cabinet gets only what was never
     /// handed.
-    async fn deliver_pending(&self, machine_id: &str, speaks_protocol: bool, flight: &mut Flight) {
+    ///
+    /// `online_at`: when the cabinet announced itself (external broker). What was handed,
+    /// or made, after that went to its live subscription and is not sent again.
+    async fn deliver_pending(
+        &self,
+        machine_id: &str,
+        speaks_protocol: bool,
+        online_at: Option<&str>,
+        flight: &mut Flight,
+    ) {
         let acks = match self.store.cabinet(machine_id).await {
             Ok(Some(c)) => c.acks_pulses || speaks_protocol,
             Ok(None) => return,
@@ -353,18 +370,23 @@ impl Dispatcher {
                 return;
             }
         };
-        let since = db_time(chrono::Utc::now() - REDELIVER_WINDOW);
-        let pending = if acks {
-            self.store.unacked_pulses(machine_id, &since).await
+        let since = if acks {
+            db_time(chrono::Utc::now() - REDELIVER_WINDOW)
         } else {
-            self.store.unhanded_pulses(machine_id).await
+            String::new()
         };
+        let pending = self.store.claim_pending(machine_id, &since, !acks).await;
         match pending {
             Ok(pulses) => {
                 // A seed cabinet's pulse already in flight is being sent once: never again.
                 let pulses: Vec<_> = pulses
                     .into_iter()
                     .filter(|p| acks || !flight.ids.contains(&p.id))
+                    .filter(|p| {
+                        online_at.is_none_or(|at| {
+                            p.published_at.as_deref().unwrap_or(&p.created_at) < at
+                        })
+                    })
                     .collect();
                 if !pulses.is_empty() {
                     tracing::info!(
@@ -452,6 +474,7 @@ mod tests {
             store,
             writer: writer.clone(),
             stats,
+            share_group: None,
         };
         Rig {
             dispatcher,

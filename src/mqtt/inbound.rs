@@ -46,7 +46,10 @@ pub async fn run(
                     // "online" means the cabinet has just (re)connected.
                     if online && !msg.retained() {
                         let _ = signals
-                            .send(Signal::CabinetOnline(machine_id.to_string()))
+                            .send(Signal::CabinetOnline(
+                                machine_id.to_string(),
+                                crate::domain::now_db(),
+                            ))
                             .await;
                     }
                 }

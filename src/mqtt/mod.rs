@@ -52,6 +52,18 @@ impl Topics {
         [self.gameover("+"), self.ack("+"), self.status("+")]
     }
 
+    /// The server's subscriptions when several replicas share an external broker: game
+    /// overs and acks through the shared subscription `$share/{group}/…`, so the broker
+    /// hands each to one replica; statuses to every replica (a shared subscription gets no
+    /// retained messages, and recording a status twice changes nothing).
+    pub fn shared_subscriptions(&self, group: &str) -> [String; 3] {
+        [
+            format!("$share/{group}/{}", self.gameover("+")),
+            format!("$share/{group}/{}", self.ack("+")),
+            self.status("+"),
+        ]
+    }
+
     /// `{prefix}/{id}/{kind}` → (id, kind) for the topics the server listens to.
     pub fn parse(&self, topic: &str) -> Option<(MachineId, Inbound)> {
         let rest = topic.strip_prefix(&self.prefix)?.strip_prefix('/')?;

@@ -10,6 +10,7 @@ mod cabinets;
 mod checkout_sessions;
 mod dashboard;
 mod events;
+mod leases;
 mod payments;
 mod plays;
 mod pulses;
@@ -25,6 +26,7 @@ pub use dashboard::{
     Bucket, CabinetActivity, EventRow, Milestones, PaymentQuery, PlayRow, StatusView, Takings,
 };
 pub use events::NewEvent;
+pub use leases::Lease;
 pub use payments::{NewPayment, Payment, PaymentFilter, PaymentState};
 pub use plays::{NewPlay, Play};
 pub use pulses::{AckOutcome, NewPulse, OutboxPulse, Pulse};
@@ -80,6 +82,9 @@ pub struct Store {
     /// The SQLite write-ahead log that [`Store::sync`] fsyncs.
     wal: Option<std::sync::Arc<std::path::PathBuf>>,
     backend: Backend,
+    /// This process among the replicas sharing the database: what its claims and leases
+    /// are held as.
+    replica: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -142,6 +147,7 @@ impl Store {
             writer,
             wal: wal.filter(|_| backend == Backend::Sqlite),
             backend,
+            replica: replica_name().into(),
         };
         store.migrate().await?;
         if backend == Backend::Sqlite {
@@ -149,6 +155,14 @@ impl Store {
         }
         Ok(store)
     }
+}
+
+fn replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    let random = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{host}:{}:{random}", std::process::id())
 }
 
 /// Per-connection settings. On SQLite: WAL lets readers run beside the writer;
@@ -283,7 +297,13 @@ impl Store {
                 txn
             }
         };
-        Ok(Tx::new(txn))
+        Ok(Tx::new(txn, self.replica.clone()))
+    }
+
+    /// This replica's name: host, process and a random part (a restarted process is a new
+    /// replica).
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// Makes every commit so far durable. SQLite: fsyncs the write-ahead log (what

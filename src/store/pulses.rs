@@ -35,6 +35,8 @@ pub struct OutboxPulse {
     pub machine_id: String,
     pub payload: String,
     pub created_at: String,
+    /// When it was handed to the broker, if it was.
+    pub published_at: Option<String>,
     /// The cabinet speaks coinpulse's protocol (acks, dedupes): a repeat is harmless to it.
     #[sqlx(rename = "acks_pulses", try_from = "super::sql::IntBool")]
     pub acks: bool,
@@ -70,7 +72,8 @@ pub enum AckOutcome {
 }
 
 /// An outbox pulse with whether its cabinet acks; the outbox queries add their WHERE.
-const OUTBOX_SELECT: &str = "SELECT p.id, p.machine_id, p.payload, p.created_at, c.acks_pulses \
+const OUTBOX_SELECT: &str = "SELECT p.id, p.machine_id, p.payload, p.created_at, \
+     p.published_at, c.acks_pulses \
      FROM pulses p JOIN cabinets c ON c.machine_id = p.machine_id";
 
 impl Store {
@@ -117,6 +120,100 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Claims for this replica up to `limit` pulses not yet handed to the broker, created
+    /// before `before` and after the `after` cursor, that no other replica holds (its claim
+    /// lapsed, or it never had one); this replica's own claims are renewed. With several
+    /// replicas on PostgreSQL, rows another one is claiming right now are skipped, not
+    /// waited for.
+    pub async fn claim_unpublished(
+        &self,
+        before: &str,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<OutboxPulse>, StoreError> {
+        let (after_created, after_id) = after.unwrap_or(("", ""));
+        let claim = Claim::new(&self.replica);
+        let lock = self.skip_locked();
+        let ids: Vec<String> = sqlx::query_scalar(&format!(
+            "UPDATE pulses SET claimed_by = $1, claimed_until = $2 WHERE id IN (\
+             SELECT id FROM pulses WHERE published_at IS NULL AND created_at < $4 \
+             AND (created_at > $5 OR (created_at = $5 AND id > $6)) \
+             AND (claimed_by = $1 OR claimed_until IS NULL OR claimed_until < $3) \
+             ORDER BY created_at, id LIMIT $7{lock}) RETURNING id"
+        ))
+        .bind(claim.by)
+        .bind(&claim.until)
+        .bind(&claim.now)
+        .bind(before)
+        .bind(after_created)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        self.outbox_rows(&ids).await
+    }
+
+    /// Claims a cabinet's pulses for redelivery, made since `since`: those never acked (a
+    /// cabinet that acks), or never handed (`unhanded_only`, a seed cabinet), that no other
+    /// replica holds.
+    pub async fn claim_pending(
+        &self,
+        machine_id: &str,
+        since: &str,
+        unhanded_only: bool,
+    ) -> Result<Vec<OutboxPulse>, StoreError> {
+        let claim = Claim::new(&self.replica);
+        let lock = self.skip_locked();
+        let which = if unhanded_only {
+            "published_at IS NULL AND created_at >= $5"
+        } else {
+            "acked_at IS NULL AND created_at >= $5"
+        };
+        let ids: Vec<String> = sqlx::query_scalar(&format!(
+            "UPDATE pulses SET claimed_by = $1, claimed_until = $2 WHERE id IN (\
+             SELECT id FROM pulses WHERE machine_id = $4 AND {which} \
+             AND (claimed_by = $1 OR claimed_until IS NULL OR claimed_until < $3) \
+             ORDER BY created_at, id LIMIT 500{lock}) RETURNING id"
+        ))
+        .bind(claim.by)
+        .bind(&claim.until)
+        .bind(&claim.now)
+        .bind(machine_id)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        self.outbox_rows(&ids).await
+    }
+
+    fn skip_locked(&self) -> &'static str {
+        match self.backend {
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        }
+    }
+
+    /// The outbox rows of `ids`, oldest first.
+    async fn outbox_rows(&self, ids: &[String]) -> Result<Vec<OutboxPulse>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(200) {
+            let marks = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("{OUTBOX_SELECT} WHERE p.id IN ({marks})");
+            let mut q = sqlx::query_as::<_, OutboxPulse>(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            rows.extend(q.fetch_all(&self.pool).await?);
+        }
+        rows.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(rows)
     }
 
     /// Published but never acknowledged pulses of a cabinet, newer than `since`: what a
@@ -228,15 +325,41 @@ impl Tx {
     }
 }
 
+/// How long a replica holds the pulses it claims before another may take them over: long
+/// enough for any publish to settle, short enough that a dead replica's pulses are not
+/// late by much.
+pub const CLAIM_LEASE: chrono::Duration = chrono::Duration::seconds(15);
+
+/// A replica's claim on pulses, until a moment.
+pub(super) struct Claim<'a> {
+    pub by: &'a str,
+    pub until: String,
+    pub now: String,
+}
+
+impl<'a> Claim<'a> {
+    pub fn new(by: &'a str) -> Self {
+        let now = chrono::Utc::now();
+        Self {
+            by,
+            until: crate::domain::db_time(now + CLAIM_LEASE),
+            now: crate::domain::db_time(now),
+        }
+    }
+}
+
+/// New pulses, claimed by the replica that commits them.
 pub(super) async fn insert(
     conn: &mut sqlx::AnyConnection,
     rows: &[NewPulse],
+    claim: &Claim<'_>,
 ) -> Result<(), sqlx::Error> {
     super::sql::insert_many(
         conn,
-        "INSERT INTO pulses (id, machine_id, credits, source, payment_id, reason, payload, created_at, published_at)",
+        "INSERT INTO pulses (id, machine_id, credits, source, payment_id, reason, payload, \
+         created_at, published_at, claimed_by, claimed_until)",
         "",
-        9,
+        11,
         rows,
         |q, p| {
             q.bind(p.id.as_str())
@@ -248,6 +371,8 @@ pub(super) async fn insert(
                 .bind(p.payload.as_str())
                 .bind(p.created_at.as_str())
                 .bind(p.published_at.as_deref())
+                .bind(claim.by.to_owned())
+                .bind(claim.until.clone())
         },
     )
     .await

@@ -28,11 +28,14 @@ pub struct Tx {
     pub(super) pulses: Vec<NewPulse>,
     /// Existing pulses to mark as handed to the broker.
     pub(super) handed: Vec<String>,
+    /// This replica: new pulses are claimed by it (see `pulses::claim`).
+    pub(super) replica: std::sync::Arc<str>,
 }
 
 impl Tx {
-    pub(super) fn new(txn: Transaction<'static, Any>) -> Self {
+    pub(super) fn new(txn: Transaction<'static, Any>, replica: std::sync::Arc<str>) -> Self {
         Self {
+            replica,
             txn,
             cabinets: HashMap::new(),
             seen_events: HashSet::new(),
@@ -71,7 +74,9 @@ impl Tx {
         let events = std::mem::take(&mut self.events);
         super::events::insert(self.conn(), &events).await?;
         let pulses = std::mem::take(&mut self.pulses);
-        super::pulses::insert(self.conn(), &pulses).await?;
+        let replica = self.replica.clone();
+        let claim = super::pulses::Claim::new(&replica);
+        super::pulses::insert(self.conn(), &pulses, &claim).await?;
         let handed = std::mem::take(&mut self.handed);
         if !handed.is_empty() {
             super::pulses::mark_handed(self.conn(), &handed, &crate::domain::now_db()).await?;

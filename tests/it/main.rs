@@ -11,6 +11,7 @@ mod delivery;
 mod gameover;
 mod ops;
 mod pay;
+mod replicas;
 mod restart;
 mod wallet;
 mod webhooks;

@@ -41,7 +41,7 @@ impl TestDb {
     }
 }
 
-async fn fresh_postgres_db(server: &str) -> String {
+pub async fn fresh_postgres_db(server: &str) -> String {
     use sqlx::Connection;
     let name = format!("coinpulse_test_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(server)

@@ -1,0 +1,90 @@
+//! What several coinpulse processes sharing one database agree on. Most of it lives in the
+//! database itself (unique webhooks and payments, claimed pulses, leases); this is the
+//! embedded broker's rule: only one replica may run one, since cabinets can reach only one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::store::Store;
+
+const EMBEDDED_BROKER: &str = "embedded broker";
+/// How long the embedded broker's lease lasts without renewal, and how often it is renewed.
+const TTL: chrono::Duration = chrono::Duration::seconds(10);
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+
+/// Takes the embedded broker's lease for this replica, whose broker listens on `listen`.
+/// A replica on this host that died without saying so (its broker port answers no more)
+/// is taken over at once; a live one, here or elsewhere, makes this one refuse to start.
+pub async fn claim_embedded_broker(store: &Store, listen: SocketAddr) -> anyhow::Result<()> {
+    let host = host();
+    let probe = format!("{host}:{}", listen.port());
+    let give_up = tokio::time::Instant::now() + TTL.to_std().expect("positive") + RENEW_EVERY;
+    loop {
+        if store.lease(EMBEDDED_BROKER, TTL, Some(&probe)).await? {
+            return Ok(());
+        }
+        let Some(holder) = store.lease_holder(EMBEDDED_BROKER).await? else {
+            continue;
+        };
+        if holder.probe.as_deref().is_some_and(|p| dead_here(p, &host)) {
+            tracing::warn!(previous = %holder.holder, "the previous server stopped without saying so; taking over the embedded broker");
+            store.break_lease(EMBEDDED_BROKER, &holder.holder).await?;
+            continue;
+        }
+        if tokio::time::Instant::now() > give_up {
+            anyhow::bail!(
+                "another coinpulse ({}) runs the embedded MQTT broker for this database. \
+                 Several replicas must share an external broker: set MQTT_URL (and \
+                 MQTT_USERNAME/MQTT_PASSWORD) on every one of them",
+                holder.holder
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Renews the embedded broker's lease while the server runs. Never returns.
+pub async fn keep_embedded_broker(store: Store, listen: SocketAddr) {
+    let probe = format!("{}:{}", host(), listen.port());
+    let mut every = tokio::time::interval(RENEW_EVERY);
+    loop {
+        every.tick().await;
+        match store.lease(EMBEDDED_BROKER, TTL, Some(&probe)).await {
+            Ok(true) => {}
+            Ok(false) => tracing::error!(
+                "another coinpulse took over the embedded broker's lease: two servers now \
+                 serve this database with brokers of their own; stop one"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not renew the embedded broker's lease"),
+        }
+    }
+}
+
+/// Gives the lease up at a clean stop, so the next start need not check.
+pub async fn release_embedded_broker(store: &Store) {
+    if let Err(e) = store.release_lease(EMBEDDED_BROKER).await {
+        tracing::warn!(error = %e, "could not release the embedded broker's lease");
+    }
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether `probe` (host:port) names this host and nothing listens on that port any more.
+fn dead_here(probe: &str, host: &str) -> bool {
+    let Some((probe_host, port)) = probe.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return false;
+    };
+    probe_host == host
+        && std::net::TcpStream::connect_timeout(
+            &SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(300),
+        )
+        .is_err()
+}
