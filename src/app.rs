@@ -62,7 +62,8 @@ impl Application {
                     "DATABASE_URL: cannot open {}",
                     redact_url(&settings.database_url)
                 )
-            })?;
+            })?
+            .as_replica(&settings.mqtt_client_id);
         let topics = Topics::new(&settings.mqtt_topic_prefix);
         let stats = Arc::new(MqttStats::default());
 

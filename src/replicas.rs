@@ -13,34 +13,44 @@ const TTL: chrono::Duration = chrono::Duration::seconds(10);
 const RENEW_EVERY: Duration = Duration::from_secs(3);
 
 /// Takes the embedded broker's lease for this replica, whose broker listens on `listen`.
-/// A replica on this host that died without saying so (its broker port answers no more)
-/// is taken over at once; a live one, here or elsewhere, makes this one refuse to start.
+/// A previous holder on this host whose broker port answers no more (it died without
+/// saying so, or it is this replica restarted) is taken over at once; a live one, here or
+/// on another host, makes this one refuse to start.
 pub async fn claim_embedded_broker(store: &Store, listen: SocketAddr) -> anyhow::Result<()> {
     let host = host();
     let probe = format!("{host}:{}", listen.port());
     let give_up = tokio::time::Instant::now() + TTL.to_std().expect("positive") + RENEW_EVERY;
     loop {
+        if let Some(holder) = store.lease_holder(EMBEDDED_BROKER).await? {
+            let here = holder.probe.as_deref().and_then(|p| on_this_host(p, &host));
+            match here {
+                // Our own port (we hold it now) or a dead one: the holder is gone.
+                Some(port) if port == listen.port() || !answers(port) => {
+                    tracing::warn!(previous = %holder.holder, "the previous server stopped without saying so; taking over the embedded broker");
+                    store.break_lease(EMBEDDED_BROKER, &holder.holder).await?;
+                }
+                Some(_) => anyhow::bail!(refusal(&holder.holder)),
+                // Another host: only its lease running out tells.
+                None => {}
+            }
+        }
         if store.lease(EMBEDDED_BROKER, TTL, Some(&probe)).await? {
             return Ok(());
         }
-        let Some(holder) = store.lease_holder(EMBEDDED_BROKER).await? else {
-            continue;
-        };
-        if holder.probe.as_deref().is_some_and(|p| dead_here(p, &host)) {
-            tracing::warn!(previous = %holder.holder, "the previous server stopped without saying so; taking over the embedded broker");
-            store.break_lease(EMBEDDED_BROKER, &holder.holder).await?;
-            continue;
-        }
         if tokio::time::Instant::now() > give_up {
-            anyhow::bail!(
-                "another coinpulse ({}) runs the embedded MQTT broker for this database. \
-                 Several replicas must share an external broker: set MQTT_URL (and \
-                 MQTT_USERNAME/MQTT_PASSWORD) on every one of them",
-                holder.holder
-            );
+            let holder = store.lease_holder(EMBEDDED_BROKER).await?;
+            anyhow::bail!(refusal(holder.as_ref().map_or("?", |h| &h.holder)));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+fn refusal(holder: &str) -> String {
+    format!(
+        "another coinpulse ({holder}) runs the embedded MQTT broker for this database. \
+         Several replicas must share an external broker: set MQTT_URL (and \
+         MQTT_USERNAME/MQTT_PASSWORD) on every one of them"
+    )
 }
 
 /// Renews the embedded broker's lease while the server runs. Never returns.
@@ -68,23 +78,20 @@ pub async fn release_embedded_broker(store: &Store) {
 }
 
 fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
+    crate::store::host_name()
 }
 
-/// Whether `probe` (host:port) names this host and nothing listens on that port any more.
-fn dead_here(probe: &str, host: &str) -> bool {
-    let Some((probe_host, port)) = probe.rsplit_once(':') else {
-        return false;
-    };
-    let Ok(port) = port.parse::<u16>() else {
-        return false;
-    };
-    probe_host == host
-        && std::net::TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_millis(300),
-        )
-        .is_err()
+/// The port of `probe` (host:port) when it names this host.
+fn on_this_host(probe: &str, host: &str) -> Option<u16> {
+    let (probe_host, port) = probe.rsplit_once(':')?;
+    (probe_host == host).then(|| port.parse().ok()).flatten()
+}
+
+/// Whether something listens on this host's `port`.
+fn answers(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(300),
+    )
+    .is_ok()
 }

@@ -157,12 +157,16 @@ impl Store {
     }
 }
 
+/// A name for a process that is not a server (the tools): unique to it.
 fn replica_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
     let random = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    format!("{host}:{}:{random}", std::process::id())
+    format!("{}/tool-{}-{random}", host_name(), std::process::id())
+}
+
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// Per-connection settings. On SQLite: WAL lets readers run beside the writer;
@@ -300,10 +304,17 @@ impl Store {
         Ok(Tx::new(txn, self.replica.clone()))
     }
 
-    /// This replica's name: host, process and a random part (a restarted process is a new
-    /// replica).
+    /// This process's name among replicas.
     pub fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// Names this process among the replicas sharing the database, stable across its
+    /// restarts (so a restarted server picks up its own claims at once): `slot` is what
+    /// sets it apart from the other replicas, its MQTT client id.
+    pub fn as_replica(mut self, slot: &str) -> Self {
+        self.replica = format!("{}/{slot}", host_name()).into();
+        self
     }
 
     /// Makes every commit so far durable. SQLite: fsyncs the write-ahead log (what

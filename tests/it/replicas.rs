@@ -287,3 +287,33 @@ async fn two_replicas_credit_every_payment_once_and_survive_losing_one() {
         assert_eq!(app_a.payments(id).await.len(), 24, "payments of {id}");
     }
 }
+
+#[tokio::test]
+async fn a_second_embedded_broker_on_one_database_refuses_to_start() {
+    let mut first = Server::new();
+    first.external = None;
+    let app = first.start().await;
+    // Another server on the same database, with ports and a client id of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("DATABASE_URL", first.database())
+            .env("BIND", format!("127.0.0.1:{}", free_port()))
+            .env("MQTT_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("MQTT_CLIENT_ID", unique("second"))
+            .env("SECRET_KEY", SECRET_KEY)
+            .env_remove("MQTT_URL")
+            .output(),
+    )
+    .await
+    .expect("the second server gives up")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("set MQTT_URL"), "{stderr}");
+    // The first one is unharmed.
+    assert_eq!(app.status().await["mqtt"], "connected");
+}

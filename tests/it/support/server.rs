@@ -104,6 +104,13 @@ impl Server {
         panic!("server did not come up; log:\n{}", self.log());
     }
 
+    /// The database it runs on.
+    pub fn database(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("coinpulse.db").display().to_string())
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().expect("SIGKILL");
