@@ -272,6 +272,10 @@ impl MqttSide {
                         .as_ref()
                         .map(|p| p.expose().to_owned()),
                     ca_file: settings.mqtt_ca_file.clone(),
+                    client_cert: settings
+                        .mqtt_client_cert
+                        .clone()
+                        .zip(settings.mqtt_client_key.clone()),
                     client_id: settings.mqtt_client_id.clone(),
                 },
                 embedded: None,
@@ -308,6 +312,7 @@ impl MqttSide {
                 username: Some(INTERNAL_USER.to_owned()),
                 password: Some(keys.internal_mqtt_password()),
                 ca_file: None,
+                client_cert: None,
                 client_id: settings.mqtt_client_id.clone(),
             },
             label: format!("embedded, mqtt://{}", embedded.addr),

@@ -45,14 +45,14 @@ fn parse_http_url(s: &str) -> Result<String, String> {
 }
 
 fn parse_mqtt_url(s: &str) -> Result<String, String> {
-    let ok = ["tcp://", "ssl://", "mqtt://", "mqtts://"]
+    let ok = ["tcp://", "ssl://", "mqtt://", "mqtts://", "ws://", "wss://"]
         .iter()
         .any(|p| s.starts_with(p) && s.len() > p.len());
     if ok {
         Ok(s.to_owned())
     } else {
         Err(format!(
-            "expected tcp://host:port or ssl://host:port, got {s:?}"
+            "expected tcp://, ssl://, ws:// or wss://host:port, got {s:?}"
         ))
     }
 }
@@ -119,6 +119,14 @@ pub struct Settings {
     /// CA certificate (PEM) for ssl:// brokers, like the seed's ca.crt.
     #[arg(long, env = "MQTT_CA_FILE")]
     pub mqtt_ca_file: Option<PathBuf>,
+
+    /// A client certificate (PEM) for an external broker that asks for one (ssl:// or wss://).
+    #[arg(long, env = "MQTT_CLIENT_CERT", requires = "mqtt_client_key")]
+    pub mqtt_client_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of MQTT_CLIENT_CERT.
+    #[arg(long, env = "MQTT_CLIENT_KEY", requires = "mqtt_client_cert")]
+    pub mqtt_client_key: Option<PathBuf>,
 
     /// Topic prefix; cabinets use {prefix}/{machine_id}/coinpulse and …/gameover.
     #[arg(long, env = "MQTT_TOPIC_PREFIX", default_value = DEFAULT_TOPIC_PREFIX, value_parser = parse_topic_prefix)]

@@ -258,6 +258,7 @@ async fn receiver(mqtt: &str, machine_id: &str, secret: &str) -> anyhow::Result<
         username: Some(machine_id.into()),
         password: Some(secret.into()),
         ca_file: None,
+        client_cert: None,
         client_id: format!("bench-{machine_id}"),
     };
     let client = create_client(&target)?;

@@ -491,6 +491,7 @@ mod tests {
             username: password.as_ref().map(|_| client_id.to_owned()),
             password,
             ca_file: None,
+            client_cert: None,
             client_id: client_id.to_owned(),
         }
     }

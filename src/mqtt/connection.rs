@@ -19,6 +19,8 @@ pub struct Target {
     pub username: Option<String>,
     pub password: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for brokers that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     pub client_id: String,
 }
 
@@ -32,7 +34,8 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// paho speaks `tcp://` and `ssl://`; owners often write `mqtt://` and `mqtts://`.
+/// paho speaks `tcp://`, `ssl://`, `ws://` and `wss://`; owners often write `mqtt://` and
+/// `mqtts://`.
 pub fn paho_uri(uri: &str) -> String {
     if let Some(rest) = uri.strip_prefix("mqtts://") {
         format!("ssl://{rest}")
@@ -88,10 +91,15 @@ fn connect_builder(
     if let Some(w) = will {
         b.will_message(w);
     }
-    if paho_uri(&target.uri).starts_with("ssl://") {
+    let uri = paho_uri(&target.uri);
+    if uri.starts_with("ssl://") || uri.starts_with("wss://") {
         let mut ssl = paho::SslOptionsBuilder::new();
         if let Some(ca) = &target.ca_file {
             ssl.trust_store(ca)?;
+        }
+        if let Some((cert, key)) = &target.client_cert {
+            ssl.key_store(cert)?;
+            ssl.private_key(key)?;
         }
         b.ssl_options(ssl.finalize());
     }

@@ -28,6 +28,7 @@ async fn login_at(uri: &str, user: &str, pass: &str, client_id: &str) -> Result<
         username: Some(user.into()),
         password: Some(pass.into()),
         ca_file: None,
+        client_cert: None,
         client_id: client_id.into(),
     };
     let client = create_client(&target)?;
@@ -663,4 +664,67 @@ async fn mosquitto_config_gives_an_external_broker_the_embedded_ones_rights() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(logged_in, "the reloaded broker knows the new cabinet");
+}
+
+#[tokio::test]
+async fn an_external_broker_that_asks_for_a_client_certificate_gets_the_servers() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |name: &str| d.join(name).display().to_string();
+    // The broker's certificate, and the server's own (self-signed: the broker trusts
+    // exactly it).
+    for (host, cert, key) in [
+        ("127.0.0.1", "broker.pem", "broker-key.pem"),
+        ("coinpulse-server", "client.pem", "client-key.pem"),
+    ] {
+        coinpulse_ok(
+            &db,
+            &[
+                "tls",
+                "self-signed",
+                "--host",
+                host,
+                "--cert",
+                &path(cert),
+                "--key",
+                &path(key),
+            ],
+            &[],
+        );
+    }
+    let lines = format!(
+        "allow_anonymous true\ncertfile {}\nkeyfile {}\ncafile {}\nrequire_certificate true\n",
+        path("broker.pem"),
+        path("broker-key.pem"),
+        path("client.pem")
+    );
+    let Some(broker) = start_mosquitto(d, &lines).await else {
+        eprintln!("no mosquitto binary here; skipped");
+        return;
+    };
+    let uri = broker.uri.replace("tcp://", "ssl://");
+    let connect = |client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>| {
+        let target = Target {
+            uri: uri.clone(),
+            username: None,
+            password: None,
+            ca_file: Some(d.join("broker.pem")),
+            client_cert,
+            client_id: unique("tls"),
+        };
+        async move {
+            let client = create_client(&target).unwrap();
+            let options =
+                coinpulse::mqtt::connection::connect_options(&target, true, None).unwrap();
+            tokio::time::timeout(Duration::from_secs(5), client.connect(options))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        }
+    };
+    assert!(!connect(None).await, "no certificate, no connection");
+    assert!(
+        connect(Some((d.join("client.pem"), d.join("client-key.pem")))).await,
+        "the server's certificate is accepted"
+    );
 }

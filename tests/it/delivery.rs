@@ -113,6 +113,7 @@ async fn embedded_broker_refuses_wrong_and_unknown_credentials() {
             username: Some(user.to_owned()),
             password: Some(pass.to_owned()),
             ca_file: None,
+            client_cert: None,
             client_id: unique("probe"),
         };
         async move {

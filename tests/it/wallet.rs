@@ -304,15 +304,12 @@ async fn a_refunded_top_up_takes_back_only_what_is_unspent() {
     assert_eq!(balance(&mut phone).await, "$7.00");
     // The fake completed the top-up's session with PaymentIntent pi_<session id>.
     let session_id = t.fake.last_session_id();
-    let pi = format!("pi_{}", &session_id[3..]);
-    let charge = json!({"id": "ch_topup", "object": "charge", "amount": 1000, "amount_refunded": 1000,
-        "refunded": true, "currency": "usd", "payment_intent": pi});
-    let event = json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": charge}});
+    let event = charge_refunded(&session_id[3..], 1000, 1000, true);
     let (status, body) = t.app.post_webhook(&event).await;
     assert_eq!(status, 200);
     assert_eq!(body["outcome"], "refunded", "{body}");
     // The same refund again changes nothing.
-    let again = json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": event["data"]["object"].clone()}});
+    let again = charge_refunded(&session_id[3..], 1000, 1000, true);
     assert_eq!(t.app.post_webhook(&again).await.1["outcome"], "duplicate");
     assert_eq!(
         balance(&mut phone).await,
@@ -465,10 +462,7 @@ async fn the_owner_sets_packages_adjusts_a_balance_and_refunds_the_unspent_part(
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1].params["amount"], "400");
     // Stripe's event for that refund finds nothing new to take.
-    let pi = format!("pi_{}", &session_id[3..]);
-    let charge = json!({"id": "ch_topup", "object": "charge", "amount": 1000, "amount_refunded": 400,
-        "refunded": false, "currency": "usd", "payment_intent": pi});
-    let event = json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": charge}});
+    let event = charge_refunded(&session_id[3..], 1000, 400, false);
     assert_eq!(t.app.post_webhook(&event).await.1["outcome"], "duplicate");
     assert_eq!(balance(&mut phone).await, "$6.50");
     ledger_agrees(&t._db);
@@ -884,10 +878,7 @@ async fn a_refund_reported_before_its_top_up_completed_is_taken_when_it_does() {
     let mut phone = Phone::new(&t.app);
     let id = start_topup(&mut phone, &cab.machine_id, 1).await;
     // Stripe does not promise order: the refund of $5.00 of the $20.00 comes first.
-    let pi = format!("pi_{}", &id[3..]);
-    let charge = json!({"id": "ch_early", "object": "charge", "amount": 2000, "amount_refunded": 500,
-        "refunded": false, "currency": "usd", "payment_intent": pi});
-    let event = json!({"id": unique("evt"), "type": "charge.refunded", "livemode": false, "data": {"object": charge}});
+    let event = charge_refunded(&id[3..], 2000, 500, false);
     let (status, body) = t.app.post_webhook(&event).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "unmatched", "kept for the owner meanwhile");

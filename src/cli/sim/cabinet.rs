@@ -148,6 +148,7 @@ impl SimCabinet {
             username: Some(opts.machine_id.clone()),
             password: Some(opts.secret.clone()),
             ca_file: opts.ca_file.clone(),
+            client_cert: None,
             client_id: format!("cabinet-{}", opts.machine_id),
         };
         let client = create_client(&target)?;
