@@ -55,6 +55,25 @@ pub struct BenchArgs {
     /// Write the server's log to this file, at this RUST_LOG level (e.g. coinpulse=debug).
     #[arg(long, value_names = ["FILE", "FILTER"], num_args = 2)]
     server_log: Option<Vec<String>>,
+    /// Run on PostgreSQL: a server URL (postgres://user@host/db); the bench makes a fresh
+    /// database there and drops it after. Measures the money path only.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Use this external broker (tcp://host:1883) instead of the embedded one.
+    #[arg(long)]
+    mqtt_url: Option<String>,
+    /// Replicas to start (webhooks go to them in turn); more than one needs --postgres and
+    /// --mqtt-url.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    replicas: u32,
+}
+
+/// Where the bench's servers keep their data and reach their broker.
+#[derive(Debug, Clone, Default)]
+struct Backend {
+    /// A fresh PostgreSQL database (None: SQLite in the server's scratch directory).
+    database_url: Option<String>,
+    mqtt_url: Option<String>,
 }
 
 const SECRET: &str = "whsec_bench";
@@ -143,10 +162,13 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Starts `coinpulse serve` on `dir`'s bench.db (a fresh directory when None).
+/// Starts `coinpulse serve` on `dir`'s bench.db (a fresh directory when None), or on
+/// `backend`'s database and broker; `replica` names it among several.
 async fn start_server(
     log: Option<&[String]>,
     dir: Option<PathBuf>,
+    backend: &Backend,
+    replica: u32,
 ) -> anyhow::Result<(Server, Duration, u64)> {
     let dir = match dir {
         Some(d) => d,
@@ -155,19 +177,27 @@ async fn start_server(
     let (http, mqtt) = (free_port(), free_port());
     let exe: PathBuf = std::env::current_exe()?;
     let started = Instant::now();
-    let child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    match &backend.mqtt_url {
+        Some(url) => cmd.env("MQTT_URL", url),
+        None => cmd.env_remove("MQTT_URL"),
+    };
+    let child = cmd
         .arg("serve")
         .env("BIND", format!("127.0.0.1:{http}"))
         .env("MQTT_LISTEN", format!("127.0.0.1:{mqtt}"))
+        .env("MQTT_CLIENT_ID", format!("coinpulse-bench-{replica}"))
         .env(
             "DATABASE_URL",
-            format!("sqlite://{}/bench.db", dir.display()),
+            backend
+                .database_url
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.display())),
         )
         .env("STRIPE_WEBHOOK_SECRET", SECRET)
         .env("SECRET_KEY", MASTER_KEY)
         .env("API_TOKEN", TOKEN)
         .env("RUST_LOG", log.map_or("warn", |l| l[1].as_str()))
-        .env_remove("MQTT_URL")
         .stdout(Stdio::null())
         .stderr(match log {
             Some(l) => Stdio::from(std::fs::File::create(&l[0])?),
@@ -177,7 +207,10 @@ async fn start_server(
     let server = Server {
         child,
         base: format!("http://127.0.0.1:{http}"),
-        mqtt: format!("tcp://127.0.0.1:{mqtt}"),
+        mqtt: backend
+            .mqtt_url
+            .clone()
+            .unwrap_or_else(|| format!("tcp://127.0.0.1:{mqtt}")),
         _dir: tempfile_dir::Dir(dir),
     };
     let client = reqwest::Client::new();
@@ -386,12 +419,24 @@ type Report = Vec<(String, String)>;
 /// The server under test and one HTTP client shared by every phase.
 struct Bench {
     server: Server,
+    /// Further replicas, when there are several.
+    _others: Vec<Server>,
     client: reqwest::Client,
-    /// The server's webhook endpoint.
-    url: String,
+    /// Every replica's webhook endpoint; webhooks go to them in turn.
+    urls: Vec<String>,
+}
+
+impl Bench {
+    /// The endpoint for the `n`th webhook.
+    fn url(&self, n: usize) -> &str {
+        &self.urls[n % self.urls.len()]
+    }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.postgres.is_some() || args.mqtt_url.is_some() || args.replicas > 1 {
+        return scaled(&args).await;
+    }
     println!("coinpulse bench: a `coinpulse serve` child process on loopback, SQLite (WAL, every batch fsync'd before its 200s), embedded broker\n");
     let mut report = Report::new();
     if args.dashboard_only {
@@ -399,7 +444,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         print_report(&report);
         return Ok(());
     }
-    let bench = start(&args, &mut report).await?;
+    let bench = start(&args, &Backend::default(), &mut report).await?;
     pay_page(&bench, &mut report).await?;
     sequential_latency(&bench, args.sequential, &mut report).await?;
     wallet_latency(&bench, args.sequential, &mut report).await?;
@@ -420,13 +465,87 @@ fn print_report(report: &Report) {
     }
 }
 
-/// Starts the server; reports start-up time and idle memory.
-async fn start(args: &BenchArgs, report: &mut Report) -> anyhow::Result<Bench> {
-    let (server, ready, idle_rss) = start_server(args.server_log.as_deref(), None).await?;
+/// The money path on PostgreSQL and/or an external broker, with one or more replicas.
+async fn scaled(args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.replicas == 1 || (args.postgres.is_some() && args.mqtt_url.is_some()),
+        "several replicas need --postgres and --mqtt-url"
+    );
+    let database = match &args.postgres {
+        Some(server) => Some(fresh_postgres(server).await?),
+        None => None,
+    };
+    let backend = Backend {
+        database_url: database.as_ref().map(|(url, _)| url.clone()),
+        mqtt_url: args.mqtt_url.clone(),
+    };
+    println!(
+        "coinpulse bench: {} replica(s) on {}, broker {}\n",
+        args.replicas,
+        if database.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        args.mqtt_url.as_deref().unwrap_or("embedded")
+    );
+    let mut report = Report::new();
+    let result = async {
+        let bench = start(args, &backend, &mut report).await?;
+        sequential_latency(&bench, args.sequential, &mut report).await?;
+        paced_rate(&bench, args.rate, args.rate_seconds, &mut report).await?;
+        throughput(&bench, args.throughput, args.concurrency, &mut report).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let (Some(server), Some((_, name))) = (&args.postgres, &database) {
+        drop_postgres(server, name).await;
+    }
+    result?;
+    print_report(&report);
+    Ok(())
+}
+
+/// A new, empty database on the PostgreSQL server at `server`: its URL and name.
+async fn fresh_postgres(server: &str) -> anyhow::Result<(String, String)> {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "coinpulse_bench_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let mut conn = sqlx::AnyConnection::connect(server).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let (base, _) = server.rsplit_once('/').unwrap_or((server, ""));
+    Ok((format!("{base}/{name}"), name))
+}
+
+async fn drop_postgres(server: &str, name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::AnyConnection::connect(server).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+/// Starts the server (and further replicas); reports start-up time and idle memory.
+async fn start(args: &BenchArgs, backend: &Backend, report: &mut Report) -> anyhow::Result<Bench> {
+    let (server, ready, idle_rss) =
+        start_server(args.server_log.as_deref(), None, backend, 0).await?;
+    let mut others = Vec::new();
+    for replica in 1..args.replicas {
+        others.push(start_server(None, None, backend, replica).await?.0);
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()?;
-    let url = format!("{}/webhooks/stripe", server.base);
+    let urls = std::iter::once(&server)
+        .chain(&others)
+        .map(|s| format!("{}/webhooks/stripe", s.base))
+        .collect();
     report.push((
         "start to ready".into(),
         format!(
@@ -440,8 +559,9 @@ async fn start(args: &BenchArgs, report: &mut Report) -> anyhow::Result<Bench> {
     ));
     Ok(Bench {
         server,
+        _others: others,
         client,
-        url,
+        urls,
     })
 }
 
@@ -499,7 +619,7 @@ async fn sequential_latency(bench: &Bench, n: usize, report: &mut Report) -> any
         let (body, sig) = webhook("bench-seq", seq);
         let t0 = Instant::now();
         anyhow::ensure!(
-            post(&bench.client, &bench.url, body, sig).await,
+            post(&bench.client, bench.url(seq as usize), body, sig).await,
             "webhook refused"
         );
         anyhow::ensure!(
@@ -740,9 +860,9 @@ async fn send_paced<K: std::hash::Hash + Eq>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sent_at = HashMap::new();
     let mut handles = Vec::new();
-    for (key, (body, sig)) in webhooks {
+    for (n, (key, (body, sig))) in webhooks.into_iter().enumerate() {
         tick.tick().await;
-        let (client, url) = (bench.client.clone(), bench.url.clone());
+        let (client, url) = (bench.client.clone(), bench.url(n).to_owned());
         sent_at.insert(key, Instant::now());
         handles.push(tokio::spawn(
             async move { post(&client, &url, body, sig).await },
@@ -777,10 +897,10 @@ async fn throughput(
     let pb = bar(n as u64, "max throughput");
     let start = Instant::now();
     let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|w| {
             let (client, url, prepared, pb) = (
                 bench.client.clone(),
-                bench.url.clone(),
+                bench.url(w).to_owned(),
                 prepared.clone(),
                 pb.clone(),
             );
@@ -1046,7 +1166,13 @@ async fn dashboard(args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> 
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     store.close().await;
 
-    let (server, _, _) = start_server(args.server_log.as_deref(), Some(dir)).await?;
+    let (server, _, _) = start_server(
+        args.server_log.as_deref(),
+        Some(dir),
+        &Backend::default(),
+        0,
+    )
+    .await?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;

@@ -150,6 +150,8 @@ fn conf(dir: &Path) -> String {
          #   mosquitto -c {conf}\n\
          per_listener_settings false\n\
          allow_anonymous false\n\
+         # Pulses are tiny: send them at once rather than wait to batch them (Nagle).\n\
+         set_tcp_nodelay true\n\
          password_file {passwd}\n\
          acl_file {acl}\n\
          listener 1883\n",
