@@ -137,6 +137,7 @@ impl ResponseError for PageError {
 fn wants_json(path: &str) -> bool {
     path.starts_with("/api/")
         || path.starts_with("/webhooks/")
+        || path.starts_with("/mqtt/")
         || matches!(path, "/addCredit" | "/gameover" | "/create-payment-link" | "/status")
         // The thanks page's poll.
         || (path.starts_with("/p/") && path.ends_with("/status"))

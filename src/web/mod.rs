@@ -3,6 +3,7 @@
 mod admin;
 mod api;
 pub mod assets;
+mod emqx;
 mod gameover;
 mod home;
 pub mod html;
@@ -100,6 +101,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, keys: &Keys, public_url: &str) {
     .route("/status", web::get().to(status::status))
     .route("/ready", web::get().to(status::ready))
     .route("/metrics", web::get().to(status::metrics))
+    .route("/mqtt/emqx/auth", web::post().to(emqx::authenticate))
+    .route("/mqtt/emqx/acl", web::post().to(emqx::authorize))
     .route("/webhooks/stripe", web::post().to(webhooks::stripe))
     // The seed's webhook path, so Stripe endpoints configured for it keep working.
     .route("/addCredit", web::post().to(webhooks::stripe))

@@ -728,3 +728,79 @@ async fn an_external_broker_that_asks_for_a_client_certificate_gets_the_servers(
         "the server's certificate is accepted"
     );
 }
+
+#[tokio::test]
+async fn emqx_hooks_apply_the_embedded_brokers_rules() {
+    let db = TestDb::new().await;
+    let app = spawn_app_with(
+        &db,
+        AppOptions {
+            mqtt_username: Some("coinpulse".into()),
+            mqtt_password: Some("server-secret-for-emqx".into()),
+            wait_connected: false,
+            mqtt_url: Some("tcp://127.0.0.1:1".into()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let (a, b) = (unique("cab"), unique("cab"));
+    let secret_a = app.register(&a, 100, "usd").await;
+    app.register(&b, 100, "usd").await;
+    let hook = |path: &'static str, body: serde_json::Value, token: &'static str| {
+        let (http, base) = (app.http.clone(), app.base.clone());
+        async move {
+            let res = http
+                .post(format!("{base}/mqtt/emqx/{path}"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let login =
+        |user: &str, pass: &str| json!({"username": user, "password": pass, "clientid": "x"});
+    assert_eq!(hook("auth", login(&a, &secret_a), "wrong").await.0, 401);
+    assert_eq!(
+        hook("auth", login(&a, &secret_a), API_TOKEN).await.1["result"],
+        "allow"
+    );
+    assert_eq!(
+        hook("auth", login(&a, "guess"), API_TOKEN).await.1["result"],
+        "deny"
+    );
+    assert_eq!(
+        hook("auth", login(&b, &secret_a), API_TOKEN).await.1["result"],
+        "deny"
+    );
+    let server = hook(
+        "auth",
+        login("coinpulse", "server-secret-for-emqx"),
+        API_TOKEN,
+    )
+    .await
+    .1;
+    assert_eq!(
+        (server["result"].as_str(), server["is_superuser"].as_bool()),
+        (Some("allow"), Some(true))
+    );
+
+    let t = |id: &str, kind: &str| format!("{}/{id}/{kind}", app.topic_prefix);
+    let acl =
+        |topic: String, action: &str| json!({"username": a, "topic": topic, "action": action});
+    for (topic, action, allowed) in [
+        (t(&a, "coinpulse"), "subscribe", true),
+        (t(&b, "coinpulse"), "subscribe", false),
+        (format!("{}/#", app.topic_prefix), "subscribe", false),
+        (t(&a, "gameover"), "publish", true),
+        (t(&a, "ack"), "publish", true),
+        (t(&b, "gameover"), "publish", false),
+        (t(&a, "coinpulse"), "publish", false),
+    ] {
+        let got = hook("acl", acl(topic.clone(), action), API_TOKEN).await.1;
+        let want = if allowed { "allow" } else { "deny" };
+        assert_eq!(got["result"], want, "{action} {topic}");
+    }
+}
