@@ -1,39 +1,20 @@
 //! `POST /p/{machine_id}/checkout`: checks the form, then hands the player to Stripe.
 
-use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-
-use super::{chosen, guard_form};
+use super::{chosen, BundleForm};
 use crate::checkout::{self, Buyer, CheckoutError};
 use crate::error::{AppError, PageError};
 use crate::web::AppState;
-
-#[derive(Deserialize)]
-pub struct CheckoutForm {
-    bundle: usize,
-    csrf: String,
-    nonce: String,
-}
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
 
 pub async fn checkout(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<CheckoutForm>,
+    form: web::Form<BundleForm>,
 ) -> Result<HttpResponse, PageError> {
     let back = || Some(format!("/p/{}", path.as_str()));
-    let cookie = guard_form(
-        &state,
-        &req,
-        path.as_str(),
-        &form.csrf,
-        &form.nonce,
-        &format!("/p/{}", path.as_str()),
-    )?;
-    // The same availability rule for cards and wallets: disabled, archived or offline
-    // cabinets take nothing.
-    let (cabinet, bundle) = match chosen(&state, &path, form.bundle).await? {
+    let (cookie, cabinet, bundle) = match chosen(&state, &req, &path, &form).await? {
         Ok(c) => c,
         Err(page) => return Ok(page),
     };

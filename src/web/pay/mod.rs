@@ -81,23 +81,36 @@ async fn load(state: &AppState, raw: &str) -> Result<Loaded, PageError> {
     Ok(Loaded::Payable(Payable { cabinet, bundles }))
 }
 
-/// The cabinet and the bundle a player's form chose, if the cabinet can be paid now and
-/// still offers it; else the page to show.
+/// A pay-page form that pays for one of the cabinet's bundles (by card or from a wallet).
+#[derive(serde::Deserialize)]
+pub struct BundleForm {
+    pub bundle: usize,
+    pub csrf: String,
+    pub nonce: String,
+}
+
+/// A bundle form checked: its token and the phone's rate limit, then the cabinet and the
+/// bundle it chose, if the cabinet can be paid now and still offers it (the same rule for
+/// cards and wallets: disabled, archived or offline cabinets take nothing). The page
+/// cookie, the cabinet and the bundle; else the page to show.
 pub(super) async fn chosen(
     state: &AppState,
+    req: &actix_web::HttpRequest,
     raw: &str,
-    index: usize,
-) -> Result<Result<(Cabinet, Bundle), HttpResponse>, PageError> {
+    form: &BundleForm,
+) -> Result<Result<(String, Cabinet, Bundle), HttpResponse>, PageError> {
+    let back = format!("/p/{raw}");
+    let cookie = guard_form(state, req, raw, &form.csrf, &form.nonce, &back)?;
     let Payable { cabinet, bundles } = match load(state, raw).await? {
         Loaded::Payable(p) => p,
         Loaded::Unavailable(res) => return Ok(Err(res)),
     };
-    match bundles.into_iter().nth(index) {
-        Some(bundle) => Ok(Ok((cabinet, bundle))),
+    match bundles.into_iter().nth(form.bundle) {
+        Some(bundle) => Ok(Ok((cookie, cabinet, bundle))),
         None => Err(AppError::BadRequest(
             "That option is no longer offered. Please choose again.".into(),
         )
-        .page("Please choose again", Some(format!("/p/{raw}")))),
+        .page("Please choose again", Some(back))),
     }
 }
 

@@ -2,39 +2,20 @@
 //! form's nonce is the single-use token: a double tap spends once and lands on the same
 //! thanks page.
 
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-
-use super::{chosen, guard_form, phone_wallet};
+use super::{chosen, phone_wallet, BundleForm};
 use crate::error::{AppError, PageError};
 use crate::wallets::{Spend, Spent};
 use crate::web::{html, AppState};
-
-#[derive(Deserialize)]
-pub struct WalletForm {
-    bundle: usize,
-    csrf: String,
-    nonce: String,
-}
+use actix_web::{web, HttpRequest, HttpResponse};
 
 pub async fn play_from_wallet(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    form: web::Form<WalletForm>,
+    form: web::Form<BundleForm>,
 ) -> Result<HttpResponse, PageError> {
     let back = || Some(format!("/p/{}", path.as_str()));
-    guard_form(
-        &state,
-        &req,
-        path.as_str(),
-        &form.csrf,
-        &form.nonce,
-        &format!("/p/{}", path.as_str()),
-    )?;
-    // The same availability rule for cards and wallets: disabled, archived or offline
-    // cabinets take nothing.
-    let (cabinet, bundle) = match chosen(&state, &path, form.bundle).await? {
+    let (_, cabinet, bundle) = match chosen(&state, &req, &path, &form).await? {
         Ok(c) => c,
         Err(page) => return Ok(page),
     };
