@@ -452,19 +452,9 @@ async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
 
 /// Runs the coinpulse binary on `db`; its stdout, after asserting it succeeded.
 fn coinpulse_ok(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    let (code, printed) = coinpulse_tool(&db.url, args, env);
+    assert_eq!(code, 0, "{args:?}: {printed}");
+    printed
 }
 
 /// `coinpulse cabinet add` for `id`; the secret it prints.

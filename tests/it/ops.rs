@@ -7,22 +7,10 @@ use std::sync::Arc;
 use crate::support::*;
 
 fn coinpulse(args: &[&str], db_url: &str) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
-        .args(args)
-        .env("DATABASE_URL", db_url)
-        // No server of this test listens there: restore's "is one running?" check is
-        // about this machine's own server, not the tests'.
-        .env("BIND", format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    // No server of this test listens there: restore's "is one running?" check is about
+    // this machine's own server, not the tests'.
+    let bind = format!("127.0.0.1:{}", free_port());
+    coinpulse_tool(db_url, args, &[("BIND", &bind)])
 }
 
 #[tokio::test]

@@ -43,17 +43,8 @@ async fn balance(phone: &mut Phone) -> String {
 
 /// Runs `coinpulse wallet check` on the test's database: every balance equals its ledger.
 fn ledger_agrees(db: &TestDb) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
-        .args(["wallet", "check"])
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, printed) = coinpulse_tool(&db.url, &["wallet", "check"], &[]);
+    assert_eq!(code, 0, "{printed}");
 }
 
 /// A top-up and its events as Stripe would send them for session `id`.
@@ -776,21 +767,9 @@ async fn a_wallet_with_an_email_tops_up_as_a_stripe_customer() {
 
 /// Runs `coinpulse wallet expire …` on the test's database; (success, stdout + stderr).
 fn expire(db: &TestDb, smtp: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
-        .args(["wallet", "expire"])
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .env("SMTP_URL", smtp)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let args: Vec<&str> = ["wallet", "expire"].iter().chain(args).copied().collect();
+    let (code, printed) = coinpulse_tool(&db.url, &args, &[("SMTP_URL", smtp)]);
+    (code == 0, printed)
 }
 
 #[tokio::test]

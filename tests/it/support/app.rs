@@ -76,6 +76,23 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Runs an owner's tool (`coinpulse ARGS`) on the database at `db_url`, with `env` set;
+/// its exit code and everything it printed (stdout, then stderr).
+pub fn coinpulse_tool(db_url: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), printed)
+}
+
 pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}",
