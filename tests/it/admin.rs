@@ -420,6 +420,14 @@ async fn payments_are_found_by_every_id_they_carry_and_exported_as_csv() {
     assert_eq!(lines.len(), 3, "{}", res.body);
     assert!(res.body.contains(&sid) && res.body.contains(&other));
     assert!(res.body.contains(",refunded,2.00,USD,200,"), "{}", res.body);
+    // "delivered" is the cabinet's ack, which travels back on its own.
+    app.eventually("the cabinet acked both pulses", || async {
+        app.pulses(&cab.machine_id)
+            .await
+            .iter()
+            .all(|p| !p["acked_at"].is_null())
+    })
+    .await;
     let res = d.get("/admin/payments.csv?status=delivered").await;
     let lines: Vec<&str> = res.body.lines().collect();
     assert_eq!(lines.len(), 2, "{}", res.body);
