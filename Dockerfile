@@ -4,6 +4,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-de
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY crates crates
 COPY src src
 COPY templates templates
 COPY static static

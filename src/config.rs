@@ -69,7 +69,7 @@ pub(crate) fn parse_topic_prefix(s: &str) -> Result<String, String> {
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_PUBLIC_URL: &str = "http://localhost:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://coinpulse.db";
-pub const DEFAULT_TOPIC_PREFIX: &str = "arcade/machine";
+pub use coinpulse_wire::DEFAULT_TOPIC_PREFIX;
 
 /// Every setting of `coinpulse serve`. Each also reads the environment variable of the same
 /// name in upper case; an empty variable counts as unset (see [`load_environment`]).

@@ -49,7 +49,7 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Register cabinets, set prices and bundles, grant credits (works on the database).
     Cabinet(cabinet::CabinetArgs),
-    /// Act as a cabinet in this terminal: receive and verify pulses, ack them, report game over.
+    /// The cabinet agent in this terminal, printing credits: verify pulses, apply each once, ack, report game over.
     CabinetSim(sim::SimArgs),
     /// Dashboard users: add, list, remove, reset a password.
     User(user::UserArgs),
@@ -88,6 +88,7 @@ impl Command {
                 // them instead, with the login's name and at most one line a second.
                 "info,sqlx=warn,mqtt5=error,actix_server=warn,paho_mqtt=warn"
             }
+            Command::CabinetSim(_) => "warn,coinpulse_cabinet=info,paho_mqtt=error",
             _ => "warn,mqtt5=error,paho_mqtt=error",
         }
     }

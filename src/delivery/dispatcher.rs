@@ -305,8 +305,8 @@ impl Dispatcher {
 
     async fn subscribe(&self) {
         let filters = match &self.share_group {
-            Some(group) => self.topics.shared_subscriptions(group),
-            None => self.topics.subscriptions(),
+            Some(group) => crate::mqtt::shared_subscriptions(&self.topics, group),
+            None => crate::mqtt::subscriptions(&self.topics),
         };
         let qos = [paho::QOS_1; 3];
         match self.client.subscribe_many(&filters, &qos).await {

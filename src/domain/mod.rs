@@ -8,7 +8,6 @@ pub mod cabinet;
 mod keys;
 mod money;
 pub mod password;
-mod pulse;
 mod secrets;
 mod status;
 pub mod wallet;
@@ -18,11 +17,12 @@ pub use bundles::{
     minimum_charge, offered_bundles, validate_bundles, Bundle, BundleError, MAX_BUNDLES,
 };
 pub use cabinet::{unavailable, Cabinet};
+pub use coinpulse_wire::{
+    parse_public_key, sign_pulse, verify_pulse, verify_pulse_ed25519, wire_time, PulseMessage,
+    PulseSource,
+};
 pub use keys::Keys;
 pub use money::{credits_for_amount, parse_amount, Currency, Money, MoneyError};
-pub use pulse::{
-    parse_public_key, sign_pulse, verify_pulse, verify_pulse_ed25519, PulseMessage, PulseSource,
-};
 pub use secrets::{
     derive_cabinet_secret, hash_cabinet_secret, random_token, token_hash, verify_cabinet_secret,
 };
@@ -93,11 +93,6 @@ pub fn now_db() -> String {
     db_time(chrono::Utc::now())
 }
 
-/// The seed's wire format for timestamps: second precision, `Z` suffix.
-pub fn wire_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +124,5 @@ mod tests {
         let b = a + chrono::Duration::milliseconds(5);
         assert_eq!(db_time(a), "2024-07-01T12:00:00.000Z");
         assert!(db_time(a) < db_time(b));
-        assert_eq!(wire_time(a), "2024-07-01T12:00:00Z");
     }
 }

@@ -93,18 +93,6 @@ impl PaymentStatus {
 }
 
 states! {
-    /// Why a pulse was sent; part of the signed pulse message.
-    PulseSource, "pulse source" {
-        /// A Stripe payment bought it.
-        Stripe = "stripe",
-        /// An owner granted it by hand.
-        Operator = "operator",
-        /// A player paid it from their wallet.
-        Wallet = "wallet",
-    }
-}
-
-states! {
     /// What a wallet ledger row records.
     LedgerKind, "ledger kind" {
         /// Money paid in through Stripe.
@@ -242,15 +230,6 @@ mod tests {
             "\"partially_refunded\""
         );
         assert!("paid-ish".parse::<PaymentStatus>().is_err());
-        // On the wire in every signed pulse: the names must never change.
-        assert_eq!(
-            serde_json::to_string(&PulseSource::Operator).unwrap(),
-            "\"operator\""
-        );
-        assert_eq!(
-            PulseSource::try_from("stripe".to_owned()),
-            Ok(PulseSource::Stripe)
-        );
     }
 
     #[test]

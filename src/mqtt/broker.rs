@@ -155,7 +155,9 @@ impl Login {
 pub fn may_publish(topics: &Topics, login: &Login, topic: &str) -> bool {
     match login {
         Login::Server => true,
-        Login::Cabinet(id) => matches!(topics.parse(topic), Some((m, _)) if m.as_str() == id),
+        Login::Cabinet(id) => {
+            matches!(super::parse_topic(topics, topic), Some((m, _)) if m.as_str() == id)
+        }
     }
 }
 
@@ -565,7 +567,10 @@ impl AuthProvider for Access {
                     .refuse("publish", user_id.unwrap_or(""), &client_id, topic);
                 return false;
             }
-            let ack = matches!(self.0.inner.topics.parse(topic), Some((_, Inbound::Ack)));
+            let ack = matches!(
+                super::parse_topic(&self.0.inner.topics, topic),
+                Some((_, Inbound::Ack))
+            );
             login == Login::Server || self.0.within_rate(&client_id, ack)
         })
     }

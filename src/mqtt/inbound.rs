@@ -21,7 +21,7 @@ pub async fn run(
     while let Some(msg) = rx.recv().await {
         stats.received.fetch_add(1, Ordering::Relaxed);
         let topic = msg.topic();
-        let Some((machine_id, kind)) = topics.parse(topic) else {
+        let Some((machine_id, kind)) = super::parse_topic(&topics, topic) else {
             stats.reject(topic, "not a cabinet topic coinpulse understands");
             continue;
         };

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use coinpulse::cli::sim::SimEvent;
 use coinpulse::mqtt::connection::{create_client, Target};
+use coinpulse_cabinet::Event as SimEvent;
 use paho_mqtt as paho;
 use reqwest::Method;
 use serde_json::json;
@@ -370,7 +370,7 @@ async fn status_shows_live_connections_and_pulses_verify_with_the_public_key() {
     // the ack, redelivers it, and the cabinet knows it by id.)
     while let Some(ev) = c.next_event(1).await {
         assert!(
-            ev == SimEvent::GameOverSent || ev == SimEvent::Duplicate(p.id.clone()),
+            matches!(ev, SimEvent::GameOverSent { .. }) || ev == SimEvent::Duplicate(p.id.clone()),
             "after its one credit: {ev:?}"
         );
     }
@@ -422,27 +422,25 @@ async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
     assert_eq!(app.status().await["mqtt_tls_port"], tls_port);
     let id = unique("cab");
     let secret = app.register(&id, 100, "usd").await;
-    let (_sim, mut events) =
-        coinpulse::cli::sim::SimCabinet::connect(coinpulse::cli::sim::SimOptions {
-            machine_id: id.clone(),
-            secret,
-            broker: format!("ssl://127.0.0.1:{tls_port}"),
-            ca_file: Some(cert),
-            topic_prefix: app.topic_prefix.clone(),
-            play_seconds: None,
-            ack: true,
-            give_up_after: Some(Duration::from_secs(10)),
-            public_key: Some(
-                coinpulse::domain::parse_public_key(
-                    app.status().await["pulse_public_key"].as_str().unwrap(),
-                )
-                .unwrap(),
-            ),
-            state_file: None,
-            max_age: Some(Duration::from_secs(600)),
-        })
-        .await
-        .expect("cabinet connects over TLS");
+    let (_sim, mut events) = crate::support::start_agent(coinpulse_cabinet::AgentOptions {
+        machine_id: id.clone(),
+        secret,
+        broker: format!("ssl://127.0.0.1:{tls_port}"),
+        ca_file: Some(cert),
+        topic_prefix: app.topic_prefix.clone(),
+        public_key: Some(
+            coinpulse::domain::parse_public_key(
+                app.status().await["pulse_public_key"].as_str().unwrap(),
+            )
+            .unwrap(),
+        ),
+        max_age: Some(Duration::from_secs(600)),
+        ack: true,
+        play_seconds: None,
+        give_up_after: Some(Duration::from_secs(10)),
+        stop_when_refused: true,
+    })
+    .await;
     assert_eq!(app.post_webhook(&paid(&id, 200, "usd")).await.0, 200);
     match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
         Ok(Some(SimEvent::Credit(p))) => assert_eq!(p.credits, 2),

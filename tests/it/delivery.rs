@@ -1,10 +1,10 @@
 //! Pulse delivery through broker outages and restarts, and the embedded broker's logins.
 
-use coinpulse::cli::sim::SimEvent;
 use coinpulse::domain::Keys;
 use coinpulse::mqtt::connection::{connect_options, create_client, Target};
 use coinpulse::mqtt::INTERNAL_USER;
 use coinpulse::store::Store;
+use coinpulse_cabinet::Event as SimEvent;
 
 use crate::support::*;
 

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod agent;
 mod api;
 mod broker;
 mod browser;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use coinpulse::cli::sim::SimEvent;
+use coinpulse_cabinet::Event as SimEvent;
 use serde_json::Value;
 
 use crate::support::*;

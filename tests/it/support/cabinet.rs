@@ -1,9 +1,9 @@
-//! An MQTT test cabinet: the real simulator (the same as `coinpulse cabinet-sim`) logged in
-//! as a registered cabinet, and the events it reports.
+//! An MQTT test cabinet: the real cabinet agent (`coinpulse-cabinet`, the same as
+//! `coinpulse cabinet-sim`) logged in as a registered cabinet, and the events it reports.
 
 use std::time::Duration;
 
-use coinpulse::cli::sim::{SimCabinet, SimEvent, SimOptions};
+use coinpulse_cabinet::{Agent, AgentOptions, Event as SimEvent, Journal};
 use tokio::sync::mpsc;
 
 use super::{unique, TestApp};
@@ -12,7 +12,7 @@ use super::{unique, TestApp};
 pub struct Cabinet {
     pub machine_id: String,
     pub secret: String,
-    pub sim: Option<SimCabinet>,
+    pub sim: Option<Agent>,
     pub events: mpsc::UnboundedReceiver<SimEvent>,
 }
 
@@ -59,21 +59,20 @@ impl TestApp {
     }
 
     pub async fn connect_cabinet(&self, machine_id: &str, secret: &str, ack: bool) -> Cabinet {
-        let (sim, events) = SimCabinet::connect(SimOptions {
+        let (sim, events) = start_agent(AgentOptions {
             machine_id: machine_id.to_owned(),
             secret: secret.to_owned(),
             broker: self.broker.clone(),
             ca_file: None,
             topic_prefix: self.topic_prefix.clone(),
-            play_seconds: None,
-            ack,
-            give_up_after: Some(Duration::from_secs(10)),
             public_key: None,
-            state_file: None,
             max_age: None,
+            ack,
+            play_seconds: None,
+            give_up_after: Some(Duration::from_secs(10)),
+            stop_when_refused: true,
         })
-        .await
-        .expect("cabinet connects");
+        .await;
         if ack {
             // Its retained "online" reaches the server asynchronously; pages judge by it.
             let path = format!("/cabinets/{machine_id}");
@@ -89,4 +88,21 @@ impl TestApp {
             events,
         }
     }
+}
+
+/// Starts an agent with an in-memory journal and no outputs, and passes on its events
+/// except connection changes (tests judge connections through the server).
+pub async fn start_agent(opts: AgentOptions) -> (Agent, mpsc::UnboundedReceiver<SimEvent>) {
+    let (agent, mut raw) = Agent::start(opts, Journal::in_memory(), Vec::new())
+        .await
+        .expect("cabinet connects");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(ev) = raw.recv().await {
+            if !matches!(ev, SimEvent::Connected | SimEvent::Disconnected) && tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    (agent, rx)
 }

@@ -1,6 +1,7 @@
 //! Test support, one module per concern: the app and its database, the fake Stripe, an
 //! MQTT test cabinet, and signed webhooks. Tests `use crate::support::*`.
 
+mod agent;
 mod app;
 mod cabinet;
 mod dashboard;
@@ -10,6 +11,7 @@ mod smtp;
 pub mod stripe;
 mod webhooks;
 
+pub use agent::*;
 pub use app::*;
 pub use cabinet::*;
 pub use dashboard::*;

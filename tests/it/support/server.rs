@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use coinpulse::cli::sim::SimEvent;
+use coinpulse_cabinet::Event as SimEvent;
 use serde_json::Value;
 
 use super::*;

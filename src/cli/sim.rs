@@ -1,16 +1,13 @@
-//! `coinpulse cabinet-sim`: a cabinet in a terminal, and the simulated cabinet behind it
-//! (which the integration tests use as their cabinet).
-
-mod cabinet;
+//! `coinpulse cabinet-sim`: the cabinet agent (`coinpulse-cabinet`) in a terminal, with
+//! the print output: it verifies, dedupes and acks pulses exactly as a real cabinet does.
 
 use std::time::Duration;
 
 use clap::Args;
-
-pub use cabinet::{SimCabinet, SimEvent, SimOptions};
+use coinpulse_cabinet::config::OutputConfig;
+use coinpulse_cabinet::{AgentOptions, RunOptions};
 
 use crate::config::{parse_topic_prefix, LocalServer, DEFAULT_TOPIC_PREFIX};
-use crate::mqtt::connection::is_login_refused;
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
@@ -26,11 +23,11 @@ pub struct SimArgs {
     /// given, pulses are verified with Ed25519 rather than the secret-keyed HMAC.
     #[arg(long, env = "PULSE_PUBLIC_KEY")]
     public_key: Option<String>,
-    /// File remembering credited pulse ids across restarts, so a replayed pulse is refused
-    /// after a reboot too. Default: `<machine id>.pulses` in the current directory.
+    /// The pulse journal, remembering every pulse across restarts so that none is applied
+    /// twice. Default: `<machine id>.pulses` in the current directory.
     #[arg(long)]
     state_file: Option<std::path::PathBuf>,
-    /// Refuse pulses whose timestamp is older than this many seconds (replays).
+    /// Refuse pulses whose timestamp is older than this many seconds (replays; 0: no limit).
     #[arg(long, default_value_t = 600)]
     max_age_secs: u64,
     /// Broker URL (tcp://host:1883 or ssl://host:8883). Unset: the embedded broker of the
@@ -58,7 +55,6 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         Some(url) => url.clone(),
         None => format!("tcp://127.0.0.1:{}", local_broker_port(&args.server).await),
     };
-    println!("cabinet {} connecting to {broker} …", args.machine_id);
     let secret = match (&args.secret_file, std::env::var("CABINET_SECRET")) {
         (Some(path), _) => std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("--secret-file {}: {e}", path.display()))?
@@ -75,66 +71,31 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         .map(crate::domain::parse_public_key)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--public-key: {e}"))?;
-    let state_file = args
+    let journal = args
         .state_file
         .unwrap_or_else(|| format!("{}.pulses", args.machine_id).into());
-    let opts = SimOptions {
-        machine_id: args.machine_id.clone(),
-        secret,
-        public_key,
-        state_file: Some(state_file),
-        max_age: Some(Duration::from_secs(args.max_age_secs)),
-        broker: broker.clone(),
-        ca_file: args.mqtt_ca_file,
-        topic_prefix: args.mqtt_topic_prefix,
-        play_seconds: args.play_seconds,
-        ack: !args.no_ack,
-        give_up_after: None,
-    };
-    let (cabinet, mut events) = SimCabinet::connect(opts).await.map_err(|e| {
-        if is_login_refused(&e) {
-            // paho's text for a refused CONNACK is only a return code; say what it means.
-            tracing::debug!(error = %e, "login refused");
-            anyhow::anyhow!("login refused by {broker}: wrong machine id or secret")
-        } else {
-            anyhow::anyhow!("could not connect to {broker}: {e}")
-        }
-    })?;
-    println!(
-        "online; waiting for coin pulses on {} (Ctrl-C to stop)",
-        cabinet.topics().coinpulse(&args.machine_id)
-    );
-    let mut connection = cabinet.connection();
-    let mut online = true;
-    loop {
-        tokio::select! {
-            Ok(()) = connection.changed() => {
-                let now = *connection.borrow_and_update();
-                if now != online {
-                    online = now;
-                    if online {
-                        println!("back online: reconnected to {broker}");
-                    } else {
-                        println!("lost the broker {broker}; reconnecting …");
-                    }
-                }
-            },
-            ev = events.recv() => match ev {
-                Some(SimEvent::Credit(p)) => println!(
-                    "+{} credit{}  (pulse {}, {}, {})",
-                    p.credits, if p.credits == 1 { "" } else { "s" }, p.id, p.source.as_str(), p.timestamp
-                ),
-                Some(SimEvent::Duplicate(id)) => println!("   redelivery of pulse {id} ignored"),
-                Some(SimEvent::Rejected(why)) => println!("!! pulse rejected: {why}"),
-                Some(SimEvent::GameOverSent) => println!("game over sent"),
-                None => break,
-            },
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    cabinet.disconnect().await;
-    println!("offline");
-    Ok(())
+    println!("cabinet {} connecting to {broker} …", args.machine_id);
+    coinpulse_cabinet::run(RunOptions {
+        agent: AgentOptions {
+            machine_id: args.machine_id,
+            secret,
+            broker,
+            ca_file: args.mqtt_ca_file,
+            topic_prefix: args.mqtt_topic_prefix,
+            public_key,
+            max_age: (args.max_age_secs > 0).then(|| Duration::from_secs(args.max_age_secs)),
+            ack: !args.no_ack,
+            play_seconds: args.play_seconds,
+            give_up_after: None,
+            // In a terminal a wrong secret is worth stopping for.
+            stop_when_refused: true,
+        },
+        journal: Some(journal),
+        outputs: vec![OutputConfig::Print],
+        gameover: Vec::new(),
+        control_socket: None,
+    })
+    .await
 }
 
 /// The embedded broker's port, as MQTT_LISTEN or the server running here says. Never a

@@ -12,11 +12,66 @@
 //!   with `,"sig":"…"` cut out, i.e. `{…body fields…,"sig_ed25519":"…"}`: cabinets that
 //!   verify by cutting `sig` out of the raw payload keep working unchanged.
 
+use std::fmt;
+use std::str::FromStr;
+
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-pub use super::status::PulseSource;
+/// Why a pulse was sent; part of the signed pulse message, so the names never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PulseSource {
+    /// A Stripe payment bought it.
+    Stripe,
+    /// An owner granted it by hand.
+    Operator,
+    /// A player paid it from their wallet.
+    Wallet,
+}
+
+impl PulseSource {
+    pub const ALL: &'static [Self] = &[Self::Stripe, Self::Operator, Self::Wallet];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stripe => "stripe",
+            Self::Operator => "operator",
+            Self::Wallet => "wallet",
+        }
+    }
+}
+
+impl fmt::Display for PulseSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A pulse source name that is not one of the known ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pulse source {0:?}")]
+pub struct UnknownSource(pub String);
+
+impl FromStr for PulseSource {
+    type Err = UnknownSource;
+    fn from_str(s: &str) -> Result<Self, UnknownSource> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownSource(s.to_owned()))
+    }
+}
+
+/// What the server's store decodes stored names through.
+impl TryFrom<String> for PulseSource {
+    type Error = UnknownSource;
+    fn try_from(s: String) -> Result<Self, UnknownSource> {
+        s.parse()
+    }
+}
 
 /// Field order matters: it is the signing input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +133,6 @@ pub fn verify_pulse_ed25519(
     serde_json::from_str(&body).map_err(|e| PulseVerifyError::Malformed(e.to_string()))
 }
 
-/// Parses a hex Ed25519 public key, as `cabinet add`, the API and `/status` show it.
 /// Why a configured pulse public key was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PublicKeyError {
@@ -88,6 +142,7 @@ pub enum PublicKeyError {
     NotAKey,
 }
 
+/// Parses a hex Ed25519 public key, as `cabinet add`, the API and `/status` show it.
 pub fn parse_public_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey, PublicKeyError> {
     let bytes: [u8; 32] = hex::decode(hex_key.trim())
         .ok()
@@ -216,6 +271,20 @@ mod tests {
         let parsed = parse_public_key(&hex::encode(public.as_bytes())).unwrap();
         assert_eq!(parsed, public);
         assert!(parse_public_key("abcd").is_err());
+    }
+
+    #[test]
+    fn source_names_round_trip() {
+        for s in PulseSource::ALL {
+            assert_eq!(s.as_str().parse::<PulseSource>(), Ok(*s));
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
+        }
+        // On the wire in every signed pulse: the names must never change.
+        assert_eq!(
+            serde_json::to_string(&PulseSource::Operator).unwrap(),
+            "\"operator\""
+        );
+        assert!("cash".parse::<PulseSource>().is_err());
     }
 
     #[test]
