@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use coinpulse_cabinet::config::OutputConfig;
-use coinpulse_cabinet::{AgentOptions, RunOptions};
+use coinpulse_cabinet::{AgentOptions, Connect, RunOptions};
 
 use crate::config::{parse_topic_prefix, LocalServer, DEFAULT_TOPIC_PREFIX};
 
@@ -86,9 +86,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
             max_age: (args.max_age_secs > 0).then(|| Duration::from_secs(args.max_age_secs)),
             ack: !args.no_ack,
             play_seconds: args.play_seconds,
-            give_up_after: None,
             // In a terminal a wrong secret is worth stopping for.
-            stop_when_refused: true,
+            connect: Connect::Wait {
+                give_up_after: None,
+                stop_when_refused: true,
+            },
         },
         journal: Some(journal),
         outputs: vec![OutputConfig::Print],

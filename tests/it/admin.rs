@@ -268,7 +268,10 @@ async fn a_cabinet_registered_and_repriced_in_the_dashboard_shows_its_prices_to_
         page.body.contains(&app.topic_prefix),
         "topic names for the installer"
     );
-    assert!(page.body.contains("server_public_key"));
+    assert!(
+        page.body.contains("agent-config"),
+        "the cabinet agent's config"
+    );
     // Shown once only.
     let again = owner.get(&format!("/admin/cabinets/{id}")).await;
     assert!(shown_secret(&again.body).is_none());

@@ -268,3 +268,278 @@ async fn forged_stale_foreign_and_replayed_pulses_are_refused() {
         "a replay is not applied"
     );
 }
+
+#[tokio::test]
+async fn the_config_on_the_dashboards_cabinet_page_runs_the_agent() {
+    let db = TestDb::new().await;
+    let app = spawn_app(&db).await;
+    let mut owner = app.owner().await;
+    let id = unique("cab");
+    let secret = app.register(&id, 100, "usd").await;
+    let page = owner.get(&format!("/admin/cabinets/{id}")).await;
+    let start = page
+        .body
+        .find("<pre id=\"agent-config\"><code>")
+        .expect("config shown")
+        + "<pre id=\"agent-config\"><code>".len();
+    let end = start + page.body[start..].find("</code>").unwrap();
+    let config = page.body[start..end]
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    assert!(
+        config.contains(&format!("machine_id = \"{id}\"")),
+        "{config}"
+    );
+
+    // As an installer would: the secret in its file, the wiring's output instead of the
+    // GPIO example, and (here) the paths moved by environment variables.
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("cab.secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    let cut = config.find("[[output]]").expect("an output example");
+    let config = format!("{}{}", &config[..cut], recording_output(dir.path()));
+    let env = [
+        ("CABINET_SECRET_FILE", secret_file.display().to_string()),
+        (
+            "CABINET_STATE_DIR",
+            dir.path().join("state").display().to_string(),
+        ),
+    ];
+    let agent_dir = tempfile::tempdir().unwrap();
+    let _agent = AgentProcess::with_config(&app, &id, agent_dir, &config, &env).await;
+    assert_eq!(app.post_webhook(&paid(&id, 100, "usd")).await.0, 200);
+    app.eventually("credited through the copied config", || async {
+        applied_lines(dir.path()).len() == 1 && acked(&app, &id).await.iter().all(|p| p.1)
+    })
+    .await;
+}
+
+/// A simulated GPIO chip from the kernel's gpio-sim (configfs), removed on drop. None, with
+/// the reason, where the kernel has no gpio-sim or this user may not configure it.
+struct GpioSim {
+    config: std::path::PathBuf,
+    chip: std::path::PathBuf,
+    sysfs: std::path::PathBuf,
+}
+
+impl GpioSim {
+    fn new() -> Result<Self, String> {
+        let root = std::path::Path::new("/sys/kernel/config/gpio-sim");
+        if !root.exists() {
+            let _ = std::process::Command::new("modprobe")
+                .arg("gpio-sim")
+                .status();
+        }
+        if !root.exists() {
+            return Err(
+                "no /sys/kernel/config/gpio-sim (kernel without gpio-sim, or configfs not mounted)"
+                    .into(),
+            );
+        }
+        let config = root.join(unique("coinpulse"));
+        let made = (|| -> std::io::Result<(String, String)> {
+            std::fs::create_dir(&config)?;
+            std::fs::create_dir(config.join("gpio-bank0"))?;
+            std::fs::write(config.join("gpio-bank0/num_lines"), "4")?;
+            std::fs::write(config.join("live"), "1")?;
+            Ok((
+                std::fs::read_to_string(config.join("dev_name"))?
+                    .trim()
+                    .to_owned(),
+                std::fs::read_to_string(config.join("gpio-bank0/chip_name"))?
+                    .trim()
+                    .to_owned(),
+            ))
+        })();
+        let sim = |dev: &str, chip: &str| GpioSim {
+            chip: std::path::Path::new("/dev").join(chip),
+            sysfs: std::path::Path::new("/sys/devices/platform")
+                .join(dev)
+                .join(chip),
+            config: config.clone(),
+        };
+        match made {
+            Ok((dev, chip)) => Ok(sim(&dev, &chip)),
+            Err(e) => {
+                drop(sim("", ""));
+                Err(format!("cannot configure gpio-sim: {e}"))
+            }
+        }
+    }
+
+    fn pull(&self, line: u32, up: bool) {
+        let what = if up { "pull-up" } else { "pull-down" };
+        std::fs::write(self.sysfs.join(format!("sim_gpio{line}/pull")), what).unwrap();
+    }
+}
+
+/// The level the simulated chip's line is driven to (sysfs `sim_gpioN/value`).
+fn sim_line_value(sysfs: &std::path::Path, line: u32) -> Option<bool> {
+    let v = std::fs::read_to_string(sysfs.join(format!("sim_gpio{line}/value"))).ok()?;
+    Some(v.trim() == "1")
+}
+
+impl Drop for GpioSim {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.config.join("live"), "0");
+        let _ = std::fs::remove_dir(self.config.join("gpio-bank0"));
+        let _ = std::fs::remove_dir(&self.config);
+    }
+}
+
+#[tokio::test]
+async fn gpio_coin_signal_has_the_configured_pulses_on_a_simulated_chip() {
+    let sim = match GpioSim::new() {
+        Ok(sim) => sim,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cabinet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "machine_id = \"cab-1\"\nbroker = \"tcp://127.0.0.1:9\"\nstate_dir = \"{}\"\n\
+             [[output]]\nkind = \"gpio\"\nchip = \"{}\"\nline = 0\npulses_per_credit = 2\npulse_ms = 60\ngap_ms = 60\n",
+            dir.path().display(),
+            sim.chip.display()
+        ),
+    )
+    .unwrap();
+    // The line's level, sampled every millisecond while the agent drives it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        let sysfs = sim.sysfs.clone();
+        std::thread::spawn(move || {
+            let mut edges = Vec::new();
+            let mut last = false;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now = sim_line_value(&sysfs, 0).unwrap_or(false);
+                if now != last {
+                    edges.push((std::time::Instant::now(), now));
+                    last = now;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            edges
+        })
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(agent_binary())
+            .env("COINPULSE_CABINET_CONFIG", &config)
+            .args(["test-output", "--credits", "2"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let edges = sampler.join().unwrap();
+    assert_eq!(
+        edges.len(),
+        8,
+        "2 credits × 2 pulses, each on and off: {edges:?}"
+    );
+    for pulse in edges.chunks(2) {
+        assert_eq!((pulse[0].1, pulse[1].1), (true, false));
+        let width = pulse[1].0 - pulse[0].0;
+        assert!(
+            width >= Duration::from_millis(55) && width < Duration::from_millis(150),
+            "pulse width {width:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_gpio_edge_on_a_simulated_chip_is_one_game_over() {
+    let sim = match GpioSim::new() {
+        Ok(sim) => sim,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    sim.pull(1, false);
+    let db = TestDb::new().await;
+    let app = spawn_app(&db).await;
+    let id = unique("cab");
+    let secret = app.register(&id, 100, "usd").await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{}[[gameover]]\nkind = \"gpio\"\nchip = \"{}\"\nline = 1\nedge = \"rising\"\ndebounce_ms = 50\n",
+        recording_output(dir.path()),
+        sim.chip.display()
+    );
+    let _agent = AgentProcess::start(&app, &id, &secret, &extra).await;
+    // A bouncing switch: three edges within the debounce period are one game over.
+    for up in [true, false, true] {
+        sim.pull(1, up);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    app.eventually("one play from the input", || async {
+        app.plays(&id).await.len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.plays(&id).await.len(), 1);
+}
+
+#[tokio::test]
+async fn keypress_output_types_the_coin_key_through_uinput() {
+    if !std::path::Path::new("/dev/uinput").exists() {
+        println!("skipped: no /dev/uinput (load the uinput module)");
+        return;
+    }
+    let db = TestDb::new().await;
+    let app = spawn_app(&db).await;
+    let id = unique("cab");
+    let secret = app.register(&id, 100, "usd").await;
+    let extra = "[[output]]\nkind = \"keypress\"\nkey = \"KEY_5\"\npresses_per_credit = 1\npress_ms = 40\ngap_ms = 40\n";
+    let _agent = AgentProcess::start(&app, &id, &secret, extra).await;
+    // The agent made its virtual keyboard at start; find it and listen.
+    let mut device = None;
+    for _ in 0..100 {
+        device = evdev::enumerate().find(|(_, d)| d.name() == Some("coinpulse coin"));
+        if device.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, device) = device.expect("the agent's virtual keyboard");
+    let events = std::thread::spawn(move || {
+        let mut device = device;
+        let mut keys = Vec::new();
+        while keys.len() < 6 {
+            for ev in device.fetch_events().unwrap() {
+                if ev.event_type() == evdev::EventType::KEY {
+                    keys.push((std::time::Instant::now(), ev.code(), ev.value()));
+                }
+            }
+        }
+        keys
+    });
+    assert_eq!(app.post_webhook(&paid(&id, 300, "usd")).await.0, 200);
+    let keys = tokio::task::spawn_blocking(move || events.join().unwrap())
+        .await
+        .unwrap();
+    let five = evdev::KeyCode::KEY_5.code();
+    assert!(keys.iter().all(|k| k.1 == five), "{keys:?}");
+    let values: Vec<i32> = keys.iter().map(|k| k.2).collect();
+    assert_eq!(
+        values,
+        [1, 0, 1, 0, 1, 0],
+        "three presses for three credits"
+    );
+}

@@ -437,8 +437,10 @@ async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
         max_age: Some(Duration::from_secs(600)),
         ack: true,
         play_seconds: None,
-        give_up_after: Some(Duration::from_secs(10)),
-        stop_when_refused: true,
+        connect: coinpulse_cabinet::Connect::Wait {
+            give_up_after: Some(Duration::from_secs(10)),
+            stop_when_refused: true,
+        },
     })
     .await;
     assert_eq!(app.post_webhook(&paid(&id, 200, "usd")).await.0, 200);

@@ -33,11 +33,21 @@ pub struct AgentOptions {
     pub ack: bool,
     /// The simulator's pretend game: report game over this long after each credit.
     pub play_seconds: Option<u64>,
-    /// Give up the first connection after this long (None: keep trying).
-    pub give_up_after: Option<Duration>,
-    /// Give up the first connection at once when the broker refuses the login (the
-    /// simulator in a terminal); a service keeps trying, saying why.
-    pub stop_when_refused: bool,
+    pub connect: Connect,
+}
+
+/// What [`Agent::start`] does about the first connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// Return once connected; give up after `give_up_after` (None: never), or at once
+    /// when the broker refuses the login (the simulator in a terminal, the tests).
+    Wait {
+        give_up_after: Option<Duration>,
+        stop_when_refused: bool,
+    },
+    /// Return at once and keep trying in the background, saying why (a service: the
+    /// control socket answers and game overs queue while the network is down).
+    Background,
 }
 
 /// What happened, for log lines, the simulator's terminal and tests.
@@ -112,6 +122,7 @@ impl Agent {
             .persistence(None)
             // Acks and game overs made while the broker is away go out on reconnect.
             .send_while_disconnected(true)
+            .allow_disconnected_send_at_anytime(true)
             .max_buffered_messages(1000)
             .create_client()?;
         // See the server's connection: the last clone of a paho client must never be
@@ -174,8 +185,23 @@ impl Agent {
             });
         }
 
-        first_connect(&client, conn_opts, &opts).await?;
-        tokio::spawn(reconnect_loop(client.clone(), lost_rx));
+        match opts.connect {
+            Connect::Wait {
+                give_up_after,
+                stop_when_refused,
+            } => {
+                first_connect(&client, conn_opts, give_up_after, stop_when_refused).await?;
+                tokio::spawn(reconnect_loop(client.clone(), lost_rx));
+            }
+            Connect::Background => {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    // Retrying forever: this can only end in success.
+                    let _ = first_connect(&client, conn_opts, None, false).await;
+                    reconnect_loop(client, lost_rx).await;
+                });
+            }
+        }
 
         let agent = Self {
             client,
@@ -337,13 +363,19 @@ impl Agent {
             play_seconds,
         );
         let payload = serde_json::to_string(&msg).expect("serialisable");
-        self.client
-            .publish(paho::Message::new(
-                self.topics.gameover(&self.machine_id),
-                payload,
-                paho::QOS_1,
-            ))
-            .await?;
+        let delivered = self.client.publish(paho::Message::new(
+            self.topics.gameover(&self.machine_id),
+            payload,
+            paho::QOS_1,
+        ));
+        // Offline, paho keeps it and sends it on reconnect; whoever reported the game
+        // over (an emulator's exit hook) should not wait for the network.
+        match tokio::time::timeout(Duration::from_secs(3), delivered).await {
+            Ok(result) => {
+                result?;
+            }
+            Err(_) => tracing::warn!("broker unreachable: the game over goes out on reconnect"),
+        }
         let _ = self.events.send(Event::GameOverSent { play_seconds });
         Ok(play_seconds)
     }
@@ -400,19 +432,22 @@ impl Agent {
         }
     }
 
-    /// A clean goodbye: status offline (retained), then disconnect.
+    /// A clean goodbye: status offline (retained), then disconnect. Bounded: offline, a
+    /// publish would wait for a broker that is not there.
     pub async fn disconnect(self) {
-        if self.announces {
-            let _ = self
-                .client
-                .publish(paho::Message::new_retained(
-                    self.topics.status(&self.machine_id),
-                    OFFLINE,
-                    paho::QOS_1,
-                ))
-                .await;
+        if !*self.connected.borrow() {
+            return;
         }
-        let _ = self.client.disconnect(None).await;
+        let limit = Duration::from_secs(2);
+        if self.announces {
+            let offline = self.client.publish(paho::Message::new_retained(
+                self.topics.status(&self.machine_id),
+                OFFLINE,
+                paho::QOS_1,
+            ));
+            let _ = tokio::time::timeout(limit, offline).await;
+        }
+        let _ = tokio::time::timeout(limit, self.client.disconnect(None)).await;
     }
 }
 
@@ -523,7 +558,8 @@ pub fn backoff(attempt: u32) -> Duration {
 async fn first_connect(
     client: &paho::AsyncClient,
     conn_opts: paho::ConnectOptions,
-    opts: &AgentOptions,
+    give_up_after: Option<Duration>,
+    stop_when_refused: bool,
 ) -> Result<(), AgentError> {
     let started = Instant::now();
     let uri = client.server_uri();
@@ -531,16 +567,16 @@ async fn first_connect(
     loop {
         let e = match client.connect(conn_opts.clone()).await {
             Ok(_) => {
-                tracing::info!(broker = %uri, machine_id = %opts.machine_id, "connected");
+                tracing::info!(broker = %uri, "connected");
                 return Ok(());
             }
             Err(e) => e,
         };
         let refused = login_refused(&e);
-        if refused && opts.stop_when_refused {
+        if refused && stop_when_refused {
             return Err(AgentError::LoginRefused(uri));
         }
-        if opts.give_up_after.is_some_and(|t| started.elapsed() >= t) {
+        if give_up_after.is_some_and(|t| started.elapsed() >= t) {
             return Err(if refused {
                 AgentError::LoginRefused(uri)
             } else {
@@ -605,8 +641,7 @@ mod tests {
             max_age: Some(Duration::from_secs(600)),
             ack: true,
             play_seconds: None,
-            give_up_after: None,
-            stop_when_refused: false,
+            connect: Connect::Background,
         }
     }
 

@@ -289,9 +289,88 @@ impl Config {
     }
 }
 
+/// What the server knows about a cabinet, for its starter config.
+pub struct Starter<'a> {
+    pub name: &'a str,
+    pub machine_id: &'a str,
+    pub broker: &'a str,
+    pub public_key: &'a str,
+    pub topic_prefix: &'a str,
+}
+
+/// The config file the dashboard's cabinet page offers: everything the server knows, plus
+/// the common Raspberry Pi output (a coin signal on GPIO17), ready to adjust.
+pub fn starter(s: &Starter<'_>) -> String {
+    let ca = if s.broker.starts_with("ssl://") || s.broker.starts_with("mqtts://") {
+        "# Only for a self-signed broker certificate (coinpulse tls --self-signed):\n\
+         # ca_file = \"/etc/coinpulse-cabinet/ca.pem\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "# {DEFAULT_CONFIG} for {name} (docs/cabinet.md explains every line)\n\
+         machine_id = \"{id}\"\n\
+         # The cabinet's MQTT secret, alone in this file (chmod 600, owned by the agent):\n\
+         secret_file = \"/etc/coinpulse-cabinet/{id}.secret\"\n\
+         broker = \"{broker}\"\n\
+         {ca}\
+         public_key = \"{key}\"\n\
+         topic_prefix = \"{prefix}\"\n\
+         state_dir = \"{DEFAULT_STATE_DIR}\"\n\
+         max_age_secs = 600\n\
+         \n\
+         # A coin signal on GPIO17 (header pin 11) through an optocoupler to the coin input.\n\
+         [[output]]\n\
+         kind = \"gpio\"\n\
+         chip = \"/dev/gpiochip0\"\n\
+         line = 17\n\
+         pulses_per_credit = 1\n\
+         pulse_ms = 100\n\
+         gap_ms = 100\n",
+        // A name is free text: one line, no quotes that could end the comment early.
+        name = s.name.replace(['\n', '\r'], " "),
+        id = s.machine_id,
+        broker = s.broker,
+        key = s.public_key,
+        prefix = s.topic_prefix,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_starter_config_is_one_the_agent_accepts() {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let key: String = signing
+            .verifying_key()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let text = starter(&Starter {
+            name: "Pac-Man\nby the door",
+            machine_id: "cab-1",
+            broker: "ssl://arcade.example.com:8883",
+            public_key: &key,
+            topic_prefix: "arcade/machine",
+        });
+        assert!(text.starts_with("# /etc/coinpulse-cabinet/cabinet.toml for Pac-Man by the door"));
+        let mut c: Config = toml::from_str(&text).unwrap();
+        assert_eq!(
+            c.secret_file.as_deref(),
+            Some(Path::new("/etc/coinpulse-cabinet/cab-1.secret"))
+        );
+        c.secret_file = None;
+        let s = c.settings(Some("secret".into())).unwrap();
+        assert_eq!(s.machine_id, "cab-1");
+        assert!(s.public_key.is_some());
+        assert!(matches!(
+            s.output[..],
+            [OutputConfig::Gpio { line: 17, .. }]
+        ));
+    }
 
     const EXAMPLE: &str = include_str!("../../../docs/cabinet.example.toml");
 

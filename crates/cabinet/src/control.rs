@@ -83,8 +83,14 @@ pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 /// Answers requests until the listener fails.
 pub async fn serve(listener: UnixListener, agent: Agent) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: wait rather than spin.
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
         };
         let agent = agent.clone();
         tokio::spawn(async move {

@@ -10,6 +10,6 @@ pub mod journal;
 pub mod output;
 mod run;
 
-pub use agent::{Agent, AgentError, AgentOptions, Event};
+pub use agent::{Agent, AgentError, AgentOptions, Connect, Event};
 pub use journal::Journal;
 pub use run::{run, RunOptions};

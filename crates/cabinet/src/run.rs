@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::agent::{Agent, AgentOptions, Event};
+use crate::agent::{Agent, AgentOptions, Connect, Event};
 use crate::config::{GameOverConfig, OutputConfig, Settings};
 use crate::journal::Journal;
 use crate::{control, gameover, output};
@@ -36,8 +36,7 @@ impl RunOptions {
                 max_age: (s.max_age_secs > 0).then(|| Duration::from_secs(s.max_age_secs)),
                 ack: true,
                 play_seconds: None,
-                give_up_after: None,
-                stop_when_refused: false,
+                connect: Connect::Background,
             },
             journal: Some(journal),
             outputs: s.output,
@@ -71,17 +70,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
              It will not be applied again by itself. Check the cabinet's credit count, then run \
              `coinpulse-cabinet resolve {} --applied` (or `--not-applied` to give them now)", e.id);
     }
+    // Acking credits that reach no game would take players' money for nothing.
+    anyhow::ensure!(
+        !opts.outputs.is_empty(),
+        "no [[output]] in the config: add a gpio, keypress or command output (docs/cabinet.md)"
+    );
     let outputs = output::build(&opts.outputs)?;
     let (trigger_tx, mut triggers) = mpsc::channel(16);
     gameover::start(&opts.gameover, trigger_tx)?;
     let described: Vec<String> = outputs.iter().map(|o| o.describe()).collect();
     tracing::info!(machine_id = %opts.agent.machine_id, broker = %opts.agent.broker,
         outputs = %described.join(", "), "coinpulse-cabinet starting");
-    if outputs.is_empty() {
-        tracing::warn!(
-            "no [[output]] configured: credits are recorded and acked but reach no game"
-        );
-    }
 
     let (agent, mut events) = Agent::start(opts.agent, journal, outputs).await?;
     if let Some(listener) = listener {

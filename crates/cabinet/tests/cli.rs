@@ -126,3 +126,61 @@ fn every_command_explains_itself() {
     assert_eq!(code, 1);
     assert!(text.contains("agent is not running"), "{text}");
 }
+
+#[test]
+fn without_a_broker_the_agent_still_answers_and_takes_game_overs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[[output]]\nkind = \"command\"\ncommand = [\"true\"]\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coinpulse-cabinet"))
+        .env("COINPULSE_CABINET_CONFIG", &cfg)
+        .env("CABINET_SECRET", "s3cret")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = dir.path().join("state/agent.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let (code, text) = agent(&cfg, &["status"]);
+        if code != 3 {
+            break (code, text);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(socket.exists());
+    assert_eq!(status.0, 0, "{}", status.1);
+    assert!(
+        status.1.contains("not connected; trying tcp://127.0.0.1:9"),
+        "{}",
+        status.1
+    );
+
+    let started = std::time::Instant::now();
+    let (code, text) = agent(&cfg, &["gameover", "--score", "7"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "queued, not waited for"
+    );
+
+    // A second agent on the same state directory would apply pulses twice: refused.
+    let second = Command::new(env!("CARGO_BIN_EXE_coinpulse-cabinet"))
+        .env("COINPULSE_CABINET_CONFIG", &cfg)
+        .env("CABINET_SECRET", "s3cret")
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
+    assert!(!socket.exists(), "the socket is removed on the way out");
+}

@@ -565,17 +565,13 @@ fn connection(state: &AppState, c: &Cabinet) -> Connection {
     };
     let topics = &state.topics;
     let public_key = state.keys.pulse_public_key_hex();
-    let config = format!(
-        "# coinpulse-cabinet.toml for {name}\n\
-         machine_id = \"{id}\"\n\
-         broker = \"{broker}\"\n\
-         secret_file = \"/etc/coinpulse-cabinet/secret\"\n\
-         server_public_key = \"{public_key}\"\n\
-         topic_prefix = \"{prefix}\"\n",
-        name = c.name.replace(['\n', '\r'], " "),
-        id = c.machine_id,
-        prefix = state.settings.mqtt_topic_prefix,
-    );
+    let config = coinpulse_cabinet::config::starter(&coinpulse_cabinet::config::Starter {
+        name: &c.name,
+        machine_id: &c.machine_id,
+        broker: &broker,
+        public_key: &public_key,
+        topic_prefix: &state.settings.mqtt_topic_prefix,
+    });
     Connection {
         host,
         port: state.mqtt_port,

@@ -57,6 +57,7 @@ pub struct AgentProcess {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub machine_id: String,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     runs: usize,
 }
@@ -72,22 +73,34 @@ impl AgentProcess {
             .as_str()
             .unwrap()
             .to_owned();
-        let config = dir.path().join("cabinet.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "machine_id = \"{machine_id}\"\nsecret_file = \"{}\"\nbroker = \"{}\"\n\
-                 public_key = \"{public_key}\"\ntopic_prefix = \"{}\"\nstate_dir = \"{}\"\n\n{extra}",
-                secret_file.display(),
-                app.broker,
-                app.topic_prefix,
-                dir.path().join("state").display(),
-            ),
-        )
-        .unwrap();
+        let config = format!(
+            "machine_id = \"{machine_id}\"\nsecret_file = \"{}\"\nbroker = \"{}\"\n\
+             public_key = \"{public_key}\"\ntopic_prefix = \"{}\"\nstate_dir = \"{}\"\n\n{extra}",
+            secret_file.display(),
+            app.broker,
+            app.topic_prefix,
+            dir.path().join("state").display(),
+        );
+        Self::with_config(app, machine_id, dir, &config, &[]).await
+    }
+
+    /// Starts the agent on this config text, with these environment variables on top.
+    pub async fn with_config(
+        app: &TestApp,
+        machine_id: &str,
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, String)],
+    ) -> Self {
+        let path = dir.path().join("cabinet.toml");
+        std::fs::write(&path, config).unwrap();
         let mut agent = Self {
             dir,
-            config,
+            config: path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             machine_id: machine_id.to_owned(),
             child: None,
             runs: 0,
@@ -103,6 +116,7 @@ impl AgentProcess {
         let log = std::fs::File::create(self.log_path(self.runs)).unwrap();
         let child = Command::new(agent_binary())
             .env("COINPULSE_CABINET_CONFIG", &self.config)
+            .envs(self.env.iter().cloned())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -165,10 +179,12 @@ impl AgentProcess {
     /// Run off the test's runtime thread, which the server under test shares.
     pub async fn cli(&self, args: &[&str]) -> (i32, String) {
         let config = self.config.clone();
+        let env = self.env.clone();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let out = tokio::task::spawn_blocking(move || {
             Command::new(agent_binary())
                 .env("COINPULSE_CABINET_CONFIG", config)
+                .envs(env)
                 .args(args)
                 .output()
                 .expect("coinpulse-cabinet runs")

@@ -69,8 +69,10 @@ impl TestApp {
             max_age: None,
             ack,
             play_seconds: None,
-            give_up_after: Some(Duration::from_secs(10)),
-            stop_when_refused: true,
+            connect: coinpulse_cabinet::Connect::Wait {
+                give_up_after: Some(Duration::from_secs(10)),
+                stop_when_refused: true,
+            },
         })
         .await;
         if ack {
