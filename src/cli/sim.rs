@@ -28,7 +28,7 @@ pub struct SimArgs {
     #[arg(long)]
     state_file: Option<std::path::PathBuf>,
     /// Refuse pulses whose timestamp is older than this many seconds (replays; 0: no limit).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = coinpulse_cabinet::config::DEFAULT_MAX_AGE_SECS)]
     max_age_secs: u64,
     /// Broker URL (tcp://host:1883 or ssl://host:8883). Unset: the embedded broker of the
     /// server running here, at the port it reports (or its MQTT_LISTEN).

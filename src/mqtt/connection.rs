@@ -34,17 +34,7 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// paho speaks `tcp://`, `ssl://`, `ws://` and `wss://`; owners often write `mqtt://` and
-/// `mqtts://`.
-pub fn paho_uri(uri: &str) -> String {
-    if let Some(rest) = uri.strip_prefix("mqtts://") {
-        format!("ssl://{rest}")
-    } else if let Some(rest) = uri.strip_prefix("mqtt://") {
-        format!("tcp://{rest}")
-    } else {
-        uri.to_owned()
-    }
-}
+pub use coinpulse_cabinet::client::{login_refused as is_login_refused, paho_uri};
 
 pub fn create_client(target: &Target) -> Result<paho::AsyncClient, paho::Error> {
     let client = paho::CreateOptionsBuilder::new()
@@ -161,22 +151,6 @@ pub async fn connect_with_backoff(
         // Capped low: a broker that is still starting, or back after an outage, should be
         // picked up within seconds.
         delay = (delay * 2).min(Duration::from_secs(3));
-    }
-}
-
-/// True when the broker answered and refused the user name and password (MQTT 3.1.1
-/// return codes 4 and 5, or their MQTT 5 reason codes).
-pub fn is_login_refused(e: &paho::Error) -> bool {
-    use paho::errors::ConnectReturnCode as Code;
-    match e {
-        paho::Error::ConnectReturn(code) => {
-            matches!(code, Code::BadUserNameOrPassword | Code::NotAuthorized)
-        }
-        paho::Error::ReasonCode(code) => matches!(
-            code,
-            paho::ReasonCode::BadUserNameOrPassword | paho::ReasonCode::NotAuthorized
-        ),
-        _ => false,
     }
 }
 

@@ -134,6 +134,47 @@ async fn a_failed_output_is_not_acked_and_is_applied_when_offered_again() {
 }
 
 #[tokio::test]
+async fn a_stop_while_credits_are_given_waits_and_records_them() {
+    let db = TestDb::new().await;
+    let app = spawn_app(&db).await;
+    let id = unique("cab");
+    let secret = app.register(&id, 100, "usd").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("slow"), "").unwrap();
+    let mut agent = AgentProcess::start(&app, &id, &secret, &recording_output(dir.path())).await;
+
+    assert_eq!(app.post_webhook(&paid(&id, 100, "usd")).await.0, 200);
+    app.eventually("the output is running", || async {
+        applied_lines(dir.path()).len() == 1
+    })
+    .await;
+    let pulse = acked(&app, &id).await[0].0.clone();
+    // Being given is not interrupted: status is calm, and it cannot be resolved meanwhile.
+    let (code, status) = agent.cli(&["status"]).await;
+    assert_eq!(code, 0, "{status}");
+    let (code, out) = agent.cli(&["resolve", &pulse, "--not-applied"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("being applied right now"), "{out}");
+
+    // systemctl stop: the agent finishes the pulse, records and acks it, then exits.
+    assert!(agent.stop().await, "a clean exit");
+    assert!(
+        agent.log().contains("credits given and acknowledged"),
+        "{}",
+        agent.log()
+    );
+    app.eventually("acked before the agent left", || async {
+        acked(&app, &id).await.iter().all(|p| p.1)
+    })
+    .await;
+    std::fs::remove_file(dir.path().join("slow")).unwrap();
+    agent.restart(&app).await;
+    let (code, status) = agent.cli(&["status"]).await;
+    assert_eq!(code, 0, "nothing interrupted:\n{status}");
+    assert_eq!(applied_lines(dir.path()).len(), 1);
+}
+
+#[tokio::test]
 async fn game_over_through_the_control_socket_is_one_play_with_its_length() {
     let db = TestDb::new().await;
     let app = spawn_app(&db).await;
@@ -235,14 +276,14 @@ async fn forged_stale_foreign_and_replayed_pulses_are_refused() {
     ))
     .await;
     agent.wait_for_log("not this cabinet", 1).await;
-    // The server's signature, an hour old: a recorded pulse played back.
+    // The server's signature, two hours old: a recorded pulse played back.
     send(sign_pulse(
-        &pulse(&id, chrono::Duration::hours(1)),
+        &pulse(&id, chrono::Duration::hours(2)),
         &secret,
         server_key,
     ))
     .await;
-    agent.wait_for_log("s old (limit 600 s)", 1).await;
+    agent.wait_for_log("s old (limit 3900 s)", 1).await;
     // Not a pulse at all.
     send("{\"credits\": 99}".into()).await;
     agent.wait_for_log("pulse refused", 4).await;

@@ -13,6 +13,7 @@ use paho_mqtt as paho;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 
+use crate::client::{login_refused, paho_uri};
 use crate::journal::{Journal, State};
 use crate::output::{apply_all, Credit, Output, OutputError};
 
@@ -92,6 +93,8 @@ struct Shared {
     /// When the last credit was applied, for a game over's playSeconds.
     last_credit: Mutex<Option<Instant>>,
     connected_since: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// The pulse whose outputs are running right now: not "interrupted", not resolvable.
+    busy: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -145,6 +148,7 @@ impl Agent {
             journal: Mutex::new(journal),
             last_credit: Mutex::new(None),
             connected_since: Mutex::new(None),
+            busy: Mutex::new(None),
         });
         let (connected_tx, connected) = watch::channel(false);
         let connected_tx = Arc::new(connected_tx);
@@ -277,6 +281,14 @@ impl Agent {
                 partial: false,
             };
         }
+        *self.shared.busy.lock().expect("lock") = Some(p.id.clone());
+        let event = self.apply(p, outputs).await;
+        *self.shared.busy.lock().expect("lock") = None;
+        event
+    }
+
+    /// Drives the outputs for a pulse recorded as "applying", then records the outcome.
+    async fn apply(&self, p: PulseMessage, outputs: &Arc<Mutex<Vec<Box<dyn Output>>>>) -> Event {
         let credit = Credit {
             pulse_id: p.id.clone(),
             credits: p.credits,
@@ -284,10 +296,20 @@ impl Agent {
         };
         let result = {
             let outputs = outputs.clone();
-            let has_outputs = !outputs.lock().expect("outputs").is_empty();
+            // A panicking output must not stop every later pulse: the outputs stay usable,
+            // and this pulse is reported as possibly partial below.
+            let has_outputs = !outputs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty();
             if has_outputs {
                 tokio::task::spawn_blocking(move || {
-                    apply_all(&mut outputs.lock().expect("outputs"), &credit)
+                    apply_all(
+                        &mut outputs
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner),
+                        &credit,
+                    )
                 })
                 .await
                 .unwrap_or_else(|e| Err(OutputError::Partial(format!("output panicked: {e}"))))
@@ -385,6 +407,9 @@ impl Agent {
     /// embedded broker; a live `online` tells a server behind an external one): an applied
     /// pulse is then acked, one found unapplied is applied.
     pub fn resolve(&self, id: &str, applied: bool) -> Result<(), crate::journal::ResolveError> {
+        if self.shared.busy.lock().expect("lock").as_deref() == Some(id) {
+            return Err(crate::journal::ResolveError::Busy(id.to_owned()));
+        }
         self.journal().resolve(id, applied)?;
         self.client
             .subscribe(self.topics.coinpulse(&self.machine_id), paho::QOS_1);
@@ -420,6 +445,7 @@ impl Agent {
 
     /// What `coinpulse-cabinet status` shows.
     pub fn status(&self) -> crate::control::Status {
+        let busy = self.shared.busy.lock().expect("lock").clone();
         let journal = self.journal();
         crate::control::Status {
             machine_id: self.machine_id.clone(),
@@ -427,8 +453,24 @@ impl Agent {
             connected: *self.connected.borrow(),
             connected_since: *self.shared.connected_since.lock().expect("lock"),
             last_applied: journal.last_applied(5).into_iter().cloned().collect(),
-            interrupted: journal.interrupted().into_iter().cloned().collect(),
+            interrupted: journal
+                .interrupted()
+                .into_iter()
+                .filter(|e| Some(&e.id) != busy.as_ref())
+                .cloned()
+                .collect(),
             journal: journal.path().map(|p| p.display().to_string()),
+        }
+    }
+
+    /// Waits (up to `limit`) until no pulse's outputs are running, so that a stop between
+    /// pulses never leaves one interrupted.
+    pub async fn idle(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.shared.busy.lock().expect("lock").is_some()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -495,17 +537,6 @@ pub fn too_old(
     })
 }
 
-/// paho speaks `tcp://`, `ssl://`, `ws://`, `wss://`; owners often write `mqtt(s)://`.
-fn paho_uri(uri: &str) -> String {
-    if let Some(rest) = uri.strip_prefix("mqtts://") {
-        format!("ssl://{rest}")
-    } else if let Some(rest) = uri.strip_prefix("mqtt://") {
-        format!("tcp://{rest}")
-    } else {
-        uri.to_owned()
-    }
-}
-
 fn connect_options(
     opts: &AgentOptions,
     will: Option<paho::Message>,
@@ -529,20 +560,6 @@ fn connect_options(
         b.ssl_options(ssl.finalize());
     }
     Ok(b.finalize())
-}
-
-fn login_refused(e: &paho::Error) -> bool {
-    use paho::errors::ConnectReturnCode as Code;
-    match e {
-        paho::Error::ConnectReturn(code) => {
-            matches!(code, Code::BadUserNameOrPassword | Code::NotAuthorized)
-        }
-        paho::Error::ReasonCode(code) => matches!(
-            code,
-            paho::ReasonCode::BadUserNameOrPassword | paho::ReasonCode::NotAuthorized
-        ),
-        _ => false,
-    }
 }
 
 /// The wait before retry `attempt` (0-based): doubling from 0.5 s to a minute, each drawn
@@ -606,22 +623,20 @@ async fn reconnect_loop(client: paho::AsyncClient, mut lost: mpsc::UnboundedRece
         let uri = client.server_uri();
         tracing::warn!(broker = %uri, "disconnected from the broker; reconnecting");
         let mut attempt = 0;
-        loop {
-            let wait = backoff(attempt);
-            tokio::time::sleep(wait).await;
+        // A loss reported twice is one outage: whoever finds the connection back is done.
+        while !client.is_connected() {
+            tokio::time::sleep(backoff(attempt)).await;
+            if client.is_connected() {
+                break;
+            }
             match client.reconnect().await {
-                Ok(_) => {
-                    tracing::info!(broker = %uri, "reconnected");
-                    break;
-                }
+                Ok(_) => tracing::info!(broker = %uri, "reconnected"),
                 Err(e) if login_refused(&e) => tracing::error!(broker = %uri,
                     "login refused: check machine_id and the secret against the cabinet's page on the server"),
                 Err(e) => tracing::warn!(broker = %uri, error = %e, "reconnect failed"),
             }
             attempt += 1;
         }
-        // Losses reported while we were reconnecting are the same outage.
-        while lost.try_recv().is_ok() {}
     }
 }
 

@@ -44,8 +44,12 @@ fn default_prefix() -> String {
 fn default_state_dir() -> PathBuf {
     DEFAULT_STATE_DIR.into()
 }
+/// A little over the server's redelivery window (an hour): a pulse the server still offers
+/// after an outage is taken, one older than anything it would send is a replay.
+pub const DEFAULT_MAX_AGE_SECS: u64 = 3900;
+
 fn default_max_age() -> u64 {
-    600
+    DEFAULT_MAX_AGE_SECS
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -317,7 +321,7 @@ pub fn starter(s: &Starter<'_>) -> String {
          public_key = \"{key}\"\n\
          topic_prefix = \"{prefix}\"\n\
          state_dir = \"{DEFAULT_STATE_DIR}\"\n\
-         max_age_secs = 600\n\
+         max_age_secs = {DEFAULT_MAX_AGE_SECS}\n\
          \n\
          # A coin signal on GPIO17 (header pin 11) through an optocoupler to the coin input.\n\
          [[output]]\n\
@@ -396,7 +400,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.topic_prefix, "arcade/machine");
-        assert_eq!(c.max_age_secs, 600);
+        assert_eq!(c.max_age_secs, 3900);
         assert_eq!(
             c.output[0],
             OutputConfig::Gpio {

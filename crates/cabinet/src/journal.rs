@@ -173,23 +173,30 @@ impl Journal {
     }
 
     /// Reads the file (creating it if need be) and keeps it open for appending.
-    pub fn open(path: &Path) -> Result<Self, JournalError> {
+    /// `compact`: whether old applied pulses may be forgotten once the file is large;
+    /// only safe when pulses that old are refused anyway (an age limit is set).
+    pub fn open(path: &Path, compact: bool) -> Result<Self, JournalError> {
         let err = |source| JournalError {
             path: path.display().to_string(),
             source,
         };
         let mut journal = Self::read(path).map_err(err)?;
-        if journal.lines_read > COMPACT_AFTER_LINES {
+        if compact && journal.lines_read > COMPACT_AFTER_LINES {
             journal.inner.compact(path).map_err(err)?;
         }
         let mut inner = journal.inner;
-        inner.file = Some(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(err)?,
-        );
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(err)?;
+        if journal.torn {
+            // End the torn line, so that the next record starts on a line of its own.
+            file.write_all(b"\n")
+                .and_then(|_| file.sync_data())
+                .map_err(err)?;
+        }
+        inner.file = Some(file);
         inner.path = Some(path.to_owned());
         Ok(inner)
     }
@@ -207,10 +214,18 @@ impl Journal {
     fn read(path: &Path) -> std::io::Result<ReadJournal> {
         let mut inner = Self::in_memory();
         let mut lines_read = 0;
+        let mut torn = false;
         match File::open(path) {
             Ok(f) => {
-                for line in BufReader::new(f).lines() {
-                    let line = line?;
+                let mut reader = BufReader::new(f);
+                let mut raw = String::new();
+                loop {
+                    raw.clear();
+                    if reader.read_line(&mut raw)? == 0 {
+                        break;
+                    }
+                    torn = !raw.ends_with('\n');
+                    let line = raw.trim_end_matches(['\n', '\r']);
                     lines_read += 1;
                     match Line::parse(line.trim_end()) {
                         Some(l) => inner.apply(l),
@@ -225,7 +240,11 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        Ok(ReadJournal { inner, lines_read })
+        Ok(ReadJournal {
+            inner,
+            lines_read,
+            torn,
+        })
     }
 
     fn apply(&mut self, line: Line) {
@@ -296,7 +315,10 @@ impl Journal {
     /// survives a power cut.
     fn record(&mut self, line: Line) -> std::io::Result<()> {
         if let Some(f) = &mut self.file {
-            writeln!(f, "{}", line.render())?;
+            // One write per line: a cut leaves at most this line torn.
+            let mut text = line.render();
+            text.push('\n');
+            f.write_all(text.as_bytes())?;
             f.sync_data()?;
         }
         self.apply(line);
@@ -439,6 +461,8 @@ impl Journal {
 struct ReadJournal {
     inner: Journal,
     lines_read: usize,
+    /// The last line has no end: a write cut short.
+    torn: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +471,8 @@ pub enum ResolveError {
     Unknown(String),
     #[error("pulse {0} was not interrupted (it is {1:?}); nothing to resolve")]
     NotInterrupted(String, State),
+    #[error("pulse {0} is being applied right now; wait for it to finish")]
+    Busy(String),
     #[error("could not write the journal: {0}")]
     Io(#[source] std::io::Error),
 }
@@ -470,14 +496,14 @@ mod tests {
     fn every_step_survives_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pulses.journal");
-        let mut j = Journal::open(&path).unwrap();
+        let mut j = Journal::open(&path, true).unwrap();
         j.applying(&pulse("p1")).unwrap();
         j.applied("p1").unwrap();
         j.applying(&pulse("p2")).unwrap();
         j.applying(&pulse("p3")).unwrap();
         j.failed("p3", "exit status 1\nsecond line").unwrap();
         drop(j);
-        let mut j = Journal::open(&path).unwrap();
+        let mut j = Journal::open(&path, true).unwrap();
         assert_eq!(j.state("p1"), Some(State::Applied));
         assert_eq!(j.state("p2"), Some(State::Applying), "interrupted");
         assert_eq!(j.state("p3"), Some(State::Failed));
@@ -499,7 +525,7 @@ mod tests {
         ));
         j.resolve("p2", false).unwrap();
         drop(j);
-        let j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path, true).unwrap();
         assert_eq!(j.state("p2"), Some(State::NotApplied));
         assert!(j.interrupted().is_empty());
     }
@@ -513,7 +539,7 @@ mod tests {
             "old-pulse-id\napplying p1 1 stripe 2026-12-01T10:00:00Z 2026-12-01T10:00:01.000Z\napplied p1 2026-12-01T10:00:01.1",
         )
         .unwrap();
-        let j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path, true).unwrap();
         assert_eq!(j.state("old-pulse-id"), Some(State::Applied));
         assert_eq!(
             j.state("p1"),
@@ -537,7 +563,14 @@ mod tests {
             "applying stuck 1 stripe 2020-01-01T00:00:00Z {old}\n"
         ));
         std::fs::write(&path, text).unwrap();
-        let mut j = Journal::open(&path).unwrap();
+        let kept = Journal::open(&path, false).unwrap();
+        assert_eq!(
+            kept.state("old1"),
+            Some(State::Applied),
+            "no age limit: nothing forgotten"
+        );
+        drop(kept);
+        let mut j = Journal::open(&path, true).unwrap();
         assert_eq!(j.state("old1"), None, "old applied pulses are forgotten");
         assert_eq!(
             j.state("stuck"),
@@ -549,7 +582,7 @@ mod tests {
         drop(j);
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert_eq!(lines, 3);
-        let j = Journal::open(&path).unwrap();
+        let j = Journal::open(&path, true).unwrap();
         assert_eq!(j.state("stuck"), Some(State::Applying));
         assert_eq!(j.state("new"), Some(State::Applied));
     }

@@ -3,6 +3,7 @@
 //! back. `coinpulse cabinet-sim` is this agent with the print output.
 
 pub mod agent;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod gameover;

@@ -112,7 +112,14 @@ async fn dispatch(cli: Cli, named: bool) -> anyhow::Result<ExitCode> {
             run(RunOptions::from_settings(settings)).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => status(&config, json).await,
+        Command::Status { json } => match status(&config, json).await {
+            Ok(code) => Ok(code),
+            // 1 means "a pulse waits for you"; not knowing is something else.
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(ExitCode::from(2))
+            }
+        },
         Command::Gameover { score } => {
             let reply = ask(&config, &Request::GameOver { score }).await?;
             match reply.play_seconds {
@@ -154,7 +161,9 @@ async fn dispatch(cli: Cli, named: bool) -> anyhow::Result<ExitCode> {
                     check(reply)?;
                 }
                 // Not running: the journal is ours to write.
-                Err(None) => Journal::open(&config.journal_path())?.resolve(&pulse_id, applied)?,
+                Err(None) => {
+                    Journal::open(&config.journal_path(), false)?.resolve(&pulse_id, applied)?
+                }
 
                 Err(Some(e)) => return Err(e),
             };
@@ -195,8 +204,8 @@ fn check(reply: Reply) -> anyhow::Result<Reply> {
     }
 }
 
-/// Exit 0 when all is well, 1 when a pulse waits for the owner, 3 when the agent is not
-/// running: usable from a monitoring script.
+/// Exit 0 when all is well, 1 when a pulse waits for the owner, 2 when it cannot tell, 3
+/// when the agent is not running: usable from a monitoring script.
 async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let (running, status) = match control::request(&config.socket_path(), &Request::Status).await {
         Ok(reply) => (true, check(reply)?.status.expect("status reply")),

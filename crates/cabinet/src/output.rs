@@ -152,6 +152,10 @@ impl Output for Command {
         loop {
             match child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
+                // Killed by a signal: stopped from outside, wherever it was.
+                Ok(Some(status)) if status.code().is_none() => {
+                    return Err(OutputError::Partial(format!("stopped by {status}")))
+                }
                 Ok(Some(status)) => {
                     return Err(OutputError::NothingDone(format!("exited with {status}")))
                 }
@@ -444,6 +448,16 @@ pub(crate) mod tests {
         assert!(
             matches!(bad.apply(&credit(1)), Err(OutputError::NothingDone(e)) if e.contains('3'))
         );
+        // Killed from outside (systemd stopping everything): what it did is unknown.
+        let mut killed = Command::new(
+            vec!["sh".into(), "-c".into(), "kill -TERM $$".into()],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert!(matches!(
+            killed.apply(&credit(1)),
+            Err(OutputError::Partial(_))
+        ));
         let mut slow =
             Command::new(vec!["sleep".into(), "5".into()], Duration::from_secs(1)).unwrap();
         assert!(matches!(

@@ -61,7 +61,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         None => None,
     };
     let journal = match &opts.journal {
-        Some(path) => Journal::open(path)?,
+        Some(path) => Journal::open(path, opts.agent.max_age.is_some())?,
         None => Journal::in_memory(),
     };
     for e in journal.interrupted() {
@@ -101,6 +101,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
+    }
+    // A stop (systemctl restart, a reboot) waits for the pulse being given, so that it
+    // is recorded as applied rather than left for the owner to resolve.
+    agent.idle(Duration::from_secs(8)).await;
+    while let Ok(ev) = events.try_recv() {
+        log_event(&agent, &ev);
     }
     agent.disconnect().await;
     if let Some(path) = &opts.control_socket {

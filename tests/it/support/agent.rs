@@ -166,6 +166,18 @@ impl AgentProcess {
         }
     }
 
+    /// SIGTERM, as systemd stops it; waits for it to exit and returns whether it did so
+    /// cleanly.
+    pub async fn stop(&mut self) -> bool {
+        let mut child = self.child.take().expect("running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        tokio::task::spawn_blocking(move || child.wait().unwrap().success())
+            .await
+            .unwrap()
+    }
+
     /// `kill -9` of the agent and everything it started.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");
@@ -206,14 +218,16 @@ impl Drop for AgentProcess {
 }
 
 /// A command output that appends "PULSE_ID CREDITS SOURCE" to `applied.log` in the agent's
-/// directory; it fails while `fail` exists and hangs (after recording) while `hang` exists.
+/// directory; it fails while `fail` exists, hangs (after recording) while `hang` exists, and
+/// takes two seconds while `slow` exists.
 pub fn recording_output(dir: &Path) -> String {
     let d = dir.display();
     format!(
         "[[output]]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"\"\"\
          if [ -e {d}/fail ]; then exit 1; fi; \
          echo \"$PULSE_ID $CREDITS $SOURCE\" >> {d}/applied.log; \
-         if [ -e {d}/hang ]; then sleep 60; fi\"\"\"]\n"
+         if [ -e {d}/hang ]; then sleep 60; fi; \
+         if [ -e {d}/slow ]; then sleep 2; fi\"\"\"]\n"
     )
 }
 
