@@ -168,7 +168,8 @@ impl Output for Command {
                         self.timeout.as_secs()
                     )));
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                // Polled finely: this wait is most of a quick command's time.
+                Ok(None) => std::thread::sleep(Duration::from_millis(1)),
                 Err(e) => return Err(OutputError::Partial(format!("lost track of it: {e}"))),
             }
         }
