@@ -272,17 +272,20 @@ impl Agent {
                 }
             }
         }
+        // Busy before the record exists, so that no `status` or `resolve` ever sees this
+        // pulse as interrupted while it is being given.
+        *self.shared.busy.lock().expect("lock") = Some(p.id.clone());
         // Written and on disk before the output runs: a crash from here on leaves a
         // trace that stops this pulse from ever being applied twice.
-        if let Err(e) = self.journal().applying(&p) {
-            return Event::OutputFailed {
+        let recorded = self.journal().applying(&p);
+        let event = match recorded {
+            Ok(()) => self.apply(p, outputs).await,
+            Err(e) => Event::OutputFailed {
                 id: p.id,
                 error: format!("could not write the pulse journal, so nothing was applied: {e}"),
                 partial: false,
-            };
-        }
-        *self.shared.busy.lock().expect("lock") = Some(p.id.clone());
-        let event = self.apply(p, outputs).await;
+            },
+        };
         *self.shared.busy.lock().expect("lock") = None;
         event
     }
