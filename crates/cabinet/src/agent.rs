@@ -449,21 +449,15 @@ impl Agent {
     /// What `coinpulse-cabinet status` shows.
     pub fn status(&self) -> crate::control::Status {
         let busy = self.shared.busy.lock().expect("lock").clone();
-        let journal = self.journal();
-        crate::control::Status {
-            machine_id: self.machine_id.clone(),
-            broker: self.client.server_uri(),
-            connected: *self.connected.borrow(),
-            connected_since: *self.shared.connected_since.lock().expect("lock"),
-            last_applied: journal.last_applied(5).into_iter().cloned().collect(),
-            interrupted: journal
-                .interrupted()
-                .into_iter()
-                .filter(|e| Some(&e.id) != busy.as_ref())
-                .cloned()
-                .collect(),
-            journal: journal.path().map(|p| p.display().to_string()),
-        }
+        let since = *self.shared.connected_since.lock().expect("lock");
+        let connected = (*self.connected.borrow()).then_some(since);
+        crate::control::Status::of(
+            &self.journal(),
+            busy.as_deref(),
+            self.machine_id.clone(),
+            self.client.server_uri(),
+            connected,
+        )
     }
 
     /// Waits (up to `limit`) until no pulse's outputs are running, so that a stop between

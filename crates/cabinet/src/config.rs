@@ -157,6 +157,16 @@ impl Default for Config {
     }
 }
 
+/// The pulse journal in a state directory.
+pub fn journal_in(state_dir: &Path) -> PathBuf {
+    state_dir.join("pulses.journal")
+}
+
+/// The control socket in a state directory.
+pub fn socket_in(state_dir: &Path) -> PathBuf {
+    state_dir.join("agent.sock")
+}
+
 /// Settings ready to run with: required values present and parsed.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -223,11 +233,11 @@ impl Config {
     }
 
     pub fn journal_path(&self) -> PathBuf {
-        self.state_dir.join("pulses.journal")
+        journal_in(&self.state_dir)
     }
 
     pub fn socket_path(&self) -> PathBuf {
-        self.state_dir.join("agent.sock")
+        socket_in(&self.state_dir)
     }
 
     /// Checks what running the agent needs; `secret_env` is CABINET_SECRET.

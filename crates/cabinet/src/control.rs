@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::agent::Agent;
-use crate::journal::Entry;
+use crate::journal::{Entry, Journal};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -31,6 +31,33 @@ pub struct Status {
     pub last_applied: Vec<Entry>,
     pub interrupted: Vec<Entry>,
     pub journal: Option<String>,
+}
+
+impl Status {
+    /// What the journal says, for a cabinet connected (or not) as stated. `busy`: the
+    /// pulse being given right now, which is not interrupted.
+    pub fn of(
+        journal: &Journal,
+        busy: Option<&str>,
+        machine_id: String,
+        broker: String,
+        connected_since: Option<Option<chrono::DateTime<chrono::Utc>>>,
+    ) -> Self {
+        Self {
+            machine_id,
+            broker,
+            connected: connected_since.is_some(),
+            connected_since: connected_since.flatten(),
+            last_applied: journal.last_applied(5).into_iter().cloned().collect(),
+            interrupted: journal
+                .interrupted()
+                .into_iter()
+                .filter(|e| Some(e.id.as_str()) != busy)
+                .cloned()
+                .collect(),
+            journal: journal.path().map(|p| p.display().to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

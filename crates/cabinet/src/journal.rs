@@ -204,7 +204,10 @@ impl Journal {
     /// Reads the file without opening it for writing (for `status` while the agent runs).
     pub fn load(path: &Path) -> Result<Self, JournalError> {
         Self::read(path)
-            .map(|r| r.inner)
+            .map(|r| Self {
+                path: Some(path.to_owned()),
+                ..r.inner
+            })
             .map_err(|source| JournalError {
                 path: path.display().to_string(),
                 source,

@@ -164,7 +164,6 @@ async fn dispatch(cli: Cli, named: bool) -> anyhow::Result<ExitCode> {
                 Err(None) => {
                     Journal::open(&config.journal_path(), false)?.resolve(&pulse_id, applied)?
                 }
-
                 Err(Some(e)) => return Err(e),
             };
             if applied {
@@ -211,16 +210,13 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         Ok(reply) => (true, check(reply)?.status.expect("status reply")),
         Err(Some(e)) => return Err(e),
         Err(None) => {
-            let journal = Journal::load(&config.journal_path())?;
-            let status = Status {
-                machine_id: config.machine_id.clone().unwrap_or_default(),
-                broker: config.broker.clone().unwrap_or_default(),
-                connected: false,
-                connected_since: None,
-                last_applied: journal.last_applied(5).into_iter().cloned().collect(),
-                interrupted: journal.interrupted().into_iter().cloned().collect(),
-                journal: Some(config.journal_path().display().to_string()),
-            };
+            let status = Status::of(
+                &Journal::load(&config.journal_path())?,
+                None,
+                config.machine_id.clone().unwrap_or_default(),
+                config.broker.clone().unwrap_or_default(),
+                None,
+            );
             (false, status)
         }
     };

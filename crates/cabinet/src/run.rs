@@ -23,8 +23,8 @@ pub struct RunOptions {
 
 impl RunOptions {
     pub fn from_settings(s: Settings) -> Self {
-        let journal = s.state_dir.join("pulses.journal");
-        let socket = s.state_dir.join("agent.sock");
+        let journal = crate::config::journal_in(&s.state_dir);
+        let socket = crate::config::socket_in(&s.state_dir);
         Self {
             agent: AgentOptions {
                 machine_id: s.machine_id,
