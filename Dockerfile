@@ -18,7 +18,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --home /data --uid 10001 coinpulse \
     && mkdir -p /data && chown coinpulse /data
 COPY --from=build /src/target/release/coinpulse /usr/local/bin/coinpulse
-USER coinpulse
+USER 10001
 WORKDIR /data
 ENV BIND=0.0.0.0:8080 \
     DATABASE_URL=sqlite:///data/coinpulse.db \
@@ -27,6 +27,6 @@ VOLUME ["/data"]
 EXPOSE 8080 1883
 # Liveness: the process answers. Load balancers should use /ready (database and broker up).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s \
-    CMD curl -fsS http://127.0.0.1:8080/status || exit 1
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/status"]
 ENTRYPOINT ["coinpulse"]
 CMD ["serve"]

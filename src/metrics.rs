@@ -79,7 +79,7 @@ fn describe() {
     );
     describe_gauge!(
         "coinpulse_cabinets_connected",
-        "Cabinets connected to the embedded broker"
+        "Cabinets connected: to the embedded broker, or whose last status said online on an external one"
     );
     describe_gauge!(
         "coinpulse_pulses_waiting",
@@ -140,7 +140,7 @@ pub fn writer_batch(size: usize, elapsed: std::time::Duration) {
 /// What is read at scrape time.
 pub struct Snapshot {
     pub mqtt_connected: bool,
-    pub cabinets_connected: Option<usize>,
+    pub cabinets_connected: usize,
     pub pulses_waiting: i64,
     pub oldest_waiting_seconds: f64,
     pub review_queue: i64,
@@ -150,9 +150,7 @@ pub struct Snapshot {
 pub fn render(snapshot: &Snapshot) -> String {
     let handle = handle();
     gauge!("coinpulse_mqtt_connected").set(if snapshot.mqtt_connected { 1.0 } else { 0.0 });
-    if let Some(n) = snapshot.cabinets_connected {
-        gauge!("coinpulse_cabinets_connected").set(n as f64);
-    }
+    gauge!("coinpulse_cabinets_connected").set(snapshot.cabinets_connected as f64);
     gauge!("coinpulse_pulses_waiting").set(snapshot.pulses_waiting as f64);
     gauge!("coinpulse_oldest_waiting_pulse_seconds").set(snapshot.oldest_waiting_seconds);
     gauge!("coinpulse_review_queue").set(snapshot.review_queue as f64);

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use paho_mqtt as paho;
@@ -34,7 +35,7 @@ pub struct BenchArgs {
     /// Concurrent senders in the throughput run.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Cabinets connected at once to the embedded broker.
+    /// Cabinets connected at once (to the embedded broker, or to --mqtt-url's; 0 skips).
     #[arg(long, default_value_t = 10_000)]
     cabinets: usize,
     /// Acking cabinets sharing the fleet run's webhooks …
@@ -56,7 +57,7 @@ pub struct BenchArgs {
     #[arg(long, value_names = ["FILE", "FILTER"], num_args = 2)]
     server_log: Option<Vec<String>>,
     /// Run on PostgreSQL: a server URL (postgres://user@host/db); the bench makes a fresh
-    /// database there and drops it after. Measures the money path only.
+    /// database there and drops it after. Measures the money path and --cabinets.
     #[arg(long)]
     postgres: Option<String>,
     /// Use this external broker (tcp://host:1883) instead of the embedded one.
@@ -495,6 +496,11 @@ async fn scaled(args: &BenchArgs) -> anyhow::Result<()> {
         sequential_latency(&bench, args.sequential, &mut report).await?;
         paced_rate(&bench, args.rate, args.rate_seconds, &mut report).await?;
         throughput(&bench, args.throughput, args.concurrency, &mut report).await?;
+        if args.mqtt_url.is_some() {
+            external_connections(&bench, args.cabinets, &mut report).await?;
+        } else {
+            connections(&bench, args.cabinets, &mut report).await?;
+        }
         anyhow::Ok(())
     }
     .await;
@@ -958,8 +964,15 @@ async fn throughput(
 
 /// Many idle cabinets connected at once: time to connect them and memory per connection.
 async fn connections(bench: &Bench, n: usize, report: &mut Report) -> anyhow::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
     let before = rss_kib(bench.server.child.id()).unwrap_or(0);
-    let (connected, took, rss) = many_cabinets(&bench.client, &bench.server, n).await?;
+    let fleet = many_cabinets(&bench.client, &bench.server, n, None).await?;
+    let (connected, took) = (fleet.streams.len(), fleet.took);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = rss_kib(bench.server.child.id()).unwrap_or(0);
+    drop(fleet);
     let per_conn = (rss.saturating_sub(before) as f64 * 1024.0) / connected.max(1) as f64;
     report.push((
         format!("{n} cabinets on the embedded broker"),
@@ -974,12 +987,76 @@ async fn connections(bench: &Bench, n: usize, report: &mut Report) -> anyhow::Re
     Ok(())
 }
 
-/// Registers `n` cabinets and holds one raw MQTT 3.1.1 connection open for each.
+/// Many idle cabinets on an external broker. The server holds no connection of theirs, so
+/// what it sees is each cabinet's `online` status: the time until `/metrics` counts them
+/// all, and the server's memory with them recorded.
+async fn external_connections(bench: &Bench, n: usize, report: &mut Report) -> anyhow::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let before = rss_kib(bench.server.child.id()).unwrap_or(0);
+    let topics = Topics::new(coinpulse_wire::DEFAULT_TOPIC_PREFIX);
+    let fleet = many_cabinets(&bench.client, &bench.server, n, Some(&topics)).await?;
+    let (connected, took) = (fleet.streams.len(), fleet.took);
+    let pb = bar(connected as u64, "server sees them online");
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen < connected && Instant::now() < deadline {
+        seen = cabinets_connected(&bench.client, &bench.server.base).await?;
+        pb.set_position(seen.min(connected) as u64);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pb.finish_and_clear();
+    let all_seen = fleet.started.elapsed();
+    let rss = rss_kib(bench.server.child.id()).unwrap_or(0);
+    drop(fleet);
+    report.push((
+        format!("{n} cabinets on the external broker"),
+        format!(
+            "{connected} connected in {:.1} s; the server counted {seen} online {:.1} s after the first connect; server RSS {:.1} MB → {:.1} MB",
+            took.as_secs_f64(),
+            all_seen.as_secs_f64(),
+            before as f64 / 1024.0,
+            rss as f64 / 1024.0,
+        ),
+    ));
+    Ok(())
+}
+
+/// The server's `coinpulse_cabinets_connected` gauge.
+async fn cabinets_connected(client: &reqwest::Client, base: &str) -> anyhow::Result<usize> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("coinpulse_cabinets_connected "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as usize)
+        .context("no coinpulse_cabinets_connected in /metrics")
+}
+
+/// Open cabinet connections, held until dropped.
+struct Fleet {
+    streams: Vec<tokio::net::TcpStream>,
+    /// When the first connection was attempted, and how long until the last was accepted.
+    started: Instant,
+    took: Duration,
+}
+
+/// Registers `n` cabinets and holds one raw MQTT 3.1.1 connection open for each; with
+/// `announce`, each publishes `online` on its status topic once accepted, as a real
+/// cabinet does.
 async fn many_cabinets(
     client: &reqwest::Client,
     server: &Server,
     n: usize,
-) -> anyhow::Result<(usize, Duration, u64)> {
+    announce: Option<&Topics>,
+) -> anyhow::Result<Fleet> {
     crate::app::raise_fd_limit();
     let pb = bar(n as u64, "registering cabinets");
     let sem = Arc::new(tokio::sync::Semaphore::new(16));
@@ -1001,13 +1078,18 @@ async fn many_cabinets(
         .filter_map(|r| r.ok()?.ok())
         .collect();
     pb.finish_and_clear();
-    let addr = server.mqtt.trim_start_matches("tcp://").to_owned();
+    let addr = server
+        .mqtt
+        .trim_start_matches("tcp://")
+        .trim_start_matches("mqtt://")
+        .to_owned();
     let pb = bar(creds.len() as u64, "connecting cabinets");
     let sem = Arc::new(tokio::sync::Semaphore::new(256));
     let start = Instant::now();
     let mut conns = Vec::with_capacity(creds.len());
     for (id, secret) in creds {
         let (addr, sem, pb) = (addr.clone(), sem.clone(), pb.clone());
+        let status = announce.map(|t| t.status(&id));
         conns.push(tokio::spawn(async move {
             let _p = sem.acquire().await;
             // Like a real cabinet, retry a refused or reset attempt (a reconnect storm
@@ -1015,7 +1097,7 @@ async fn many_cabinets(
             let mut attempt = 0;
             let r = loop {
                 attempt += 1;
-                match mqtt_connect(&addr, &id, &secret).await {
+                match mqtt_connect(&addr, &id, &secret, status.as_deref()).await {
                     Err(_) if attempt < 5 => {
                         tokio::time::sleep(Duration::from_millis(200 * attempt)).await
                     }
@@ -1047,15 +1129,21 @@ async fn many_cabinets(
     }
     let took = start.elapsed();
     pb.finish_and_clear();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss = rss_kib(server.child.id()).unwrap_or(0);
-    let connected = streams.len();
-    drop(streams);
-    Ok((connected, took, rss))
+    Ok(Fleet {
+        streams,
+        started: start,
+        took,
+    })
 }
 
-/// CONNECT with username/password and clean session; returns the stream once CONNACK accepts.
-async fn mqtt_connect(addr: &str, user: &str, pass: &str) -> anyhow::Result<tokio::net::TcpStream> {
+/// CONNECT with username/password and clean session; returns the stream once CONNACK
+/// accepts, after publishing `online` (QoS 0, not retained) to `status` when given.
+async fn mqtt_connect(
+    addr: &str,
+    user: &str,
+    pass: &str,
+    status: Option<&str>,
+) -> anyhow::Result<tokio::net::TcpStream> {
     fn field(buf: &mut Vec<u8>, s: &str) {
         buf.extend_from_slice(&(s.len() as u16).to_be_bytes());
         buf.extend_from_slice(s.as_bytes());
@@ -1068,28 +1156,37 @@ async fn mqtt_connect(addr: &str, user: &str, pass: &str) -> anyhow::Result<toki
     field(&mut body, &format!("c-{user}"));
     field(&mut body, user);
     field(&mut body, pass);
-    let mut packet = vec![0x10];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
+    fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut packet = vec![kind];
+        let mut len = body.len();
+        loop {
+            let mut byte = (len % 128) as u8;
+            len /= 128;
+            if len > 0 {
+                byte |= 0x80;
+            }
+            packet.push(byte);
+            if len == 0 {
+                break;
+            }
         }
-        packet.push(byte);
-        if len == 0 {
-            break;
-        }
+        packet.extend_from_slice(body);
+        packet
     }
-    packet.extend_from_slice(&body);
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(&packet).await?;
+    stream.write_all(&packet(0x10, &body)).await?;
     let mut connack = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut connack)).await??;
     anyhow::ensure!(
         connack[0] == 0x20 && connack[3] == 0,
         "refused: {connack:?}"
     );
+    if let Some(topic) = status {
+        let mut publish = Vec::new();
+        field(&mut publish, topic);
+        publish.extend_from_slice(coinpulse_wire::ONLINE.as_bytes());
+        stream.write_all(&packet(0x30, &publish)).await?;
+    }
     Ok(stream)
 }
 

@@ -138,6 +138,16 @@ impl Store {
         Ok(rows.into_iter().map(Cabinet::from).collect())
     }
 
+    /// Cabinets whose last status message said `online` (on an external broker the
+    /// server cannot see connections, only what cabinets announce).
+    pub async fn count_online_cabinets(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cabinets WHERE online = 1 AND archived_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Applies `patch`; `None` when the cabinet does not exist.
     pub async fn update_cabinet(
         &self,

@@ -93,8 +93,8 @@ pub async fn metrics(
         .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     let cabinets_connected = match &state.presence {
-        Some(p) => Some(p.connected_count().await),
-        None => None,
+        Some(p) => p.connected_count().await,
+        None => state.store.count_online_cabinets().await?.max(0) as usize,
     };
     let text = crate::metrics::render(&crate::metrics::Snapshot {
         mqtt_connected: state.stats.is_connected(),

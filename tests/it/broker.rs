@@ -720,6 +720,62 @@ async fn an_external_broker_that_asks_for_a_client_certificate_gets_the_servers(
 }
 
 #[tokio::test]
+async fn the_server_and_cabinets_reach_mosquitto_over_websockets_plain_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(broker) = start_mosquitto(d, "allow_anonymous true\n").await else {
+        eprintln!("no mosquitto binary here; skipped");
+        return;
+    };
+    let upstream = broker.uri.trim_start_matches("tcp://").to_owned();
+    for scheme in ["ws", "wss"] {
+        let db = TestDb::new().await;
+        let (cert, key) = (d.join("ws.pem"), d.join("ws-key.pem"));
+        let tls = (scheme == "wss").then(|| {
+            coinpulse_ok(
+                &db,
+                &[
+                    "tls",
+                    "self-signed",
+                    "--host",
+                    "127.0.0.1",
+                    "--cert",
+                    cert.to_str().unwrap(),
+                    "--key",
+                    key.to_str().unwrap(),
+                ],
+                &[],
+            );
+            tls_acceptor(&cert, &key)
+        });
+        let bridge = ws_bridge(&upstream, tls).await;
+        let app = spawn_app_with(
+            &db,
+            AppOptions {
+                mqtt_url: Some(format!("{scheme}://{}", bridge.addr)),
+                mqtt_ca_file: (scheme == "wss").then(|| cert.clone()),
+                ..AppOptions::default()
+            },
+        )
+        .await;
+        // The cabinet (the agent's library) is given the same URL and CA.
+        let mut cab = app.cabinet(100, "usd").await;
+        let (code, _) = app.post_webhook(&paid(&cab.machine_id, 100, "usd")).await;
+        assert_eq!(code, 200, "{scheme}");
+        let pulse = cab.expect_credit().await;
+        assert_eq!(pulse.credits, 1, "{scheme}");
+        app.eventually("the ack comes back over the same transport", || async {
+            app.pulses(&cab.machine_id).await[0]["acked_at"].is_string()
+        })
+        .await;
+        assert!(
+            bridge.sessions.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+            "{scheme}: the server and the cabinet both came through the WebSocket listener"
+        );
+    }
+}
+
+#[tokio::test]
 async fn emqx_hooks_apply_the_embedded_brokers_rules() {
     let db = TestDb::new().await;
     let app = spawn_app_with(

@@ -49,6 +49,13 @@ async fn ready_and_metrics_tell_a_load_balancer_and_prometheus_what_is_going_on(
             .contains("coinpulse_pulses_acked_total")
     })
     .await;
+    // On the embedded broker the server sees the connection; on an external one, the
+    // cabinet's retained "online".
+    app.eventually("the cabinet counts as connected", || async {
+        let text = scrape().await.text().await.unwrap();
+        text.contains("coinpulse_cabinets_connected 1\n")
+    })
+    .await;
     let res = scrape().await;
     assert_eq!(res.status(), 200);
     assert!(res

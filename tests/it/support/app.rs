@@ -104,6 +104,8 @@ pub struct TestApp {
     pub base: String,
     /// tcp://… of the broker cabinets should use.
     pub broker: String,
+    /// The CA that broker's certificate chains to (ssl:// and wss:// only).
+    pub broker_ca_file: Option<std::path::PathBuf>,
     pub topic_prefix: String,
     /// The server's own MQTT client id.
     pub server_client_id: String,
@@ -119,6 +121,8 @@ pub struct AppOptions {
     pub mqtt_url: Option<String>,
     pub mqtt_username: Option<String>,
     pub mqtt_password: Option<String>,
+    /// MQTT_CA_FILE, for an ssl:// or wss:// mqtt_url.
+    pub mqtt_ca_file: Option<std::path::PathBuf>,
     /// Wait for the server's MQTT connection before returning (off for dead brokers).
     pub wait_connected: bool,
     /// The fake Stripe to call, when the test needs Stripe's API.
@@ -139,6 +143,7 @@ impl Default for AppOptions {
                 .filter(|s| !s.is_empty()),
             mqtt_username: None,
             mqtt_password: None,
+            mqtt_ca_file: None,
             wait_connected: true,
             stripe_api_base: None,
             offline_after: None,
@@ -219,6 +224,9 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         args.push(format!("--smtp-url={u}"));
         args.push("--smtp-from=Arcade <arcade@example.com>".into());
     }
+    if let Some(ca) = &opts.mqtt_ca_file {
+        args.push(format!("--mqtt-ca-file={}", ca.display()));
+    }
     if let Some(u) = &opts.mqtt_username {
         args.push(format!("--mqtt-username={u}"));
     }
@@ -246,6 +254,7 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
     let test_app = TestApp {
         base,
         broker,
+        broker_ca_file: opts.mqtt_ca_file.clone(),
         topic_prefix: prefix,
         server_client_id,
         http: reqwest::Client::new(),

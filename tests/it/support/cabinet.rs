@@ -63,7 +63,7 @@ impl TestApp {
             machine_id: machine_id.to_owned(),
             secret: secret.to_owned(),
             broker: self.broker.clone(),
-            ca_file: None,
+            ca_file: self.broker_ca_file.clone(),
             topic_prefix: self.topic_prefix.clone(),
             public_key: None,
             max_age: None,

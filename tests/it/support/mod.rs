@@ -10,6 +10,7 @@ mod server;
 mod smtp;
 pub mod stripe;
 mod webhooks;
+mod ws_bridge;
 
 pub use agent::*;
 pub use app::*;
@@ -19,3 +20,4 @@ pub use phone::*;
 pub use server::*;
 pub use smtp::*;
 pub use webhooks::*;
+pub use ws_bridge::*;

@@ -85,6 +85,7 @@ impl Server {
                 .external
                 .clone()
                 .unwrap_or_else(|| format!("tcp://127.0.0.1:{}", self.mqtt_port)),
+            broker_ca_file: None,
             topic_prefix: self.prefix.clone(),
             server_client_id: self.client_id.clone(),
             http: reqwest::Client::new(),
