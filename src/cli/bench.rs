@@ -995,6 +995,8 @@ async fn external_connections(bench: &Bench, n: usize, report: &mut Report) -> a
         return Ok(());
     }
     let before = rss_kib(bench.server.child.id()).unwrap_or(0);
+    // The earlier runs' cabinets are online too.
+    let already = cabinets_connected(&bench.client, &bench.server.base).await?;
     let topics = Topics::new(coinpulse_wire::DEFAULT_TOPIC_PREFIX);
     let fleet = many_cabinets(&bench.client, &bench.server, n, Some(&topics)).await?;
     let (connected, took) = (fleet.streams.len(), fleet.took);
@@ -1002,7 +1004,9 @@ async fn external_connections(bench: &Bench, n: usize, report: &mut Report) -> a
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen < connected && Instant::now() < deadline {
-        seen = cabinets_connected(&bench.client, &bench.server.base).await?;
+        seen = cabinets_connected(&bench.client, &bench.server.base)
+            .await?
+            .saturating_sub(already);
         pb.set_position(seen.min(connected) as u64);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
