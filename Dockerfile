@@ -11,12 +11,15 @@ COPY static static
 COPY migrations migrations
 RUN cargo build --release --locked && strip target/release/coinpulse
 
-# Run: a small Debian with only what the binary links against.
+# Run: a small Debian with only what the binary links against. /mosquitto-config belongs
+# to Mosquitto's uid (1883): docker-compose.yml's mosquitto-config service runs as it and
+# writes there, and a new volume takes the directory's owner.
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /data --uid 10001 coinpulse \
-    && mkdir -p /data && chown coinpulse /data
+    && mkdir -p /data /mosquitto-config && chown coinpulse /data \
+    && chown 1883:1883 /mosquitto-config
 COPY --from=build /src/target/release/coinpulse /usr/local/bin/coinpulse
 USER 10001
 WORKDIR /data

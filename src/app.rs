@@ -106,11 +106,7 @@ impl Application {
             store: store.clone(),
             writer: writer.clone(),
             stats: stats.clone(),
-            share_group: settings
-                .mqtt_url
-                .as_ref()
-                .map(|_| settings.mqtt_shared_group.clone())
-                .filter(|g| !g.is_empty()),
+            share_group: settings.shared_group().map(str::to_owned),
         };
         let dispatcher_task = tokio::spawn(dispatcher.run(outbox_rx, signal_rx, broker_rx));
         let inbound_task = tokio::spawn(inbound::run(

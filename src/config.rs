@@ -108,6 +108,12 @@ pub struct Settings {
     #[arg(long, env = "MQTT_URL", value_parser = parse_mqtt_url)]
     pub mqtt_url: Option<String>,
 
+    /// The broker address cabinets are given (dashboard and `cabinet add`), when it is not
+    /// MQTT_URL: the server may reach the broker by an inside name (a Docker service, a
+    /// private address) that cabinets cannot.
+    #[arg(long, env = "CABINET_MQTT_URL", value_parser = parse_mqtt_url)]
+    pub cabinet_mqtt_url: Option<String>,
+
     /// Username for the external broker.
     #[arg(long, env = "MQTT_USERNAME")]
     pub mqtt_username: Option<String>,
@@ -159,8 +165,9 @@ pub struct Settings {
     pub api_token: Option<Secret>,
 
     /// With MQTT_URL: the shared-subscription group replicas split cabinets' game overs and
-    /// acks by (`$share/<group>/…`; the broker gives each message to one replica). Empty:
-    /// every replica gets every message (the database still records each once).
+    /// acks by (`$share/<group>/…`; the broker gives each message to one replica). `off`
+    /// (for a broker without shared subscriptions): every replica gets every message (the
+    /// database still records each once).
     #[arg(long, env = "MQTT_SHARED_GROUP", default_value = "coinpulse")]
     pub mqtt_shared_group: String,
 
@@ -203,9 +210,9 @@ pub struct Settings {
     #[arg(long, env = "CARD_FEE_FIXED", default_value_t = 30)]
     pub card_fee_fixed: i64,
 
-    /// Take the client's address from X-Forwarded-For / Forwarded (set it only behind a
-    /// reverse proxy such as Caddy or nginx that sets them); used for sign-in throttling
-    /// and the audit log.
+    /// Take the client's address from the last X-Forwarded-For entry, the one the reverse
+    /// proxy adds (set it only behind Caddy, nginx or another proxy that sets it); used for
+    /// the per-address rate limits, sign-in throttling and the audit log.
     #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_proxy_headers: bool,
 
@@ -237,6 +244,14 @@ impl Settings {
 
     pub fn is_postgres(&self) -> bool {
         self.database_url.starts_with("postgres:") || self.database_url.starts_with("postgresql:")
+    }
+
+    /// The shared-subscription group, when there is one: only on an external broker, and
+    /// not when turned `off` (an empty value never arrives: empty means unset).
+    pub fn shared_group(&self) -> Option<&str> {
+        let group = self.mqtt_shared_group.as_str();
+        (self.mqtt_url.is_some() && !group.is_empty() && !group.eq_ignore_ascii_case("off"))
+            .then_some(group)
     }
 
     /// The SQLite file, when the database is one.
@@ -271,6 +286,10 @@ pub struct DatabaseSettings {
     #[arg(long, env = "MQTT_URL", value_parser = parse_mqtt_url, global = true)]
     pub mqtt_url: Option<String>,
 
+    /// The broker address cabinets are given, when it is not MQTT_URL (printed credentials).
+    #[arg(long, env = "CABINET_MQTT_URL", value_parser = parse_mqtt_url, global = true)]
+    pub cabinet_mqtt_url: Option<String>,
+
     /// The server's topic prefix (printed credentials).
     #[arg(long, env = "MQTT_TOPIC_PREFIX", default_value = DEFAULT_TOPIC_PREFIX, value_parser = parse_topic_prefix, global = true)]
     pub mqtt_topic_prefix: String,
@@ -283,6 +302,27 @@ impl DatabaseSettings {
     pub fn finish(mut self) -> Self {
         self.database_url = normalise_database_url(&self.database_url);
         self
+    }
+
+    /// [`finish`](Self::finish), for a tool that works on the server's database: a SQLite
+    /// file that is not there is a mistake (a wrong directory, an env file not read), and
+    /// opening it would create an empty database and, beside it, a new master key that
+    /// matches no cabinet's secret. `mode=rwc` in the URL asks for one to be created.
+    pub fn existing(self) -> Result<Self, ConfigError> {
+        let asked_to_create = self.database_url.contains("mode=rwc");
+        let settings = self.finish();
+        match sqlite_path(&settings.database_url) {
+            Some(path) if !asked_to_create && !path.exists() => Err(ConfigError {
+                setting: "DATABASE_URL",
+                message: format!(
+                    "no database at {}: point DATABASE_URL (or --database-url, or the file \
+                     --env-file names) at the server's database. `coinpulse serve` creates it \
+                     on its first start",
+                    path.display()
+                ),
+            }),
+            _ => Ok(settings),
+        }
     }
 
     pub fn master_key(&self) -> Result<Vec<u8>, ConfigError> {
@@ -345,18 +385,34 @@ fn is_unset(value: &str) -> bool {
     value.trim().is_empty()
 }
 
-/// Loads `.env` (the working directory's, or the nearest parent's) into the environment,
-/// filling only what the environment does not already set, then removes the empty ones of
-/// `names` (the variables the settings read), so clap sees an empty variable as absent.
-pub fn load_environment<N: AsRef<std::ffi::OsStr>>(names: &[N]) -> Result<(), ConfigError> {
-    let env_error = |e: dotenvy::Error| ConfigError {
-        setting: ".env",
-        message: e.to_string(),
-    };
-    match dotenvy::dotenv_iter() {
-        Ok(entries) => apply_env_file(entries).map_err(env_error)?,
-        Err(e) if e.not_found() => {}
-        Err(e) => return Err(env_error(e)),
+/// Loads `file`, or else `.env` (the working directory's, or the nearest parent's), into the
+/// environment, filling only what the environment does not already set, then removes the
+/// empty ones of `names` (the variables the settings read), so clap sees an empty variable
+/// as absent. A named file must exist; `.env` need not.
+pub fn load_environment<N: AsRef<std::ffi::OsStr>>(
+    names: &[N],
+    file: Option<&Path>,
+) -> Result<(), ConfigError> {
+    match file {
+        Some(path) => {
+            let env_error = |e: dotenvy::Error| ConfigError {
+                setting: "--env-file",
+                message: format!("{}: {e}", path.display()),
+            };
+            let entries = dotenvy::from_path_iter(path).map_err(env_error)?;
+            apply_env_file(entries).map_err(env_error)?;
+        }
+        None => {
+            let env_error = |e: dotenvy::Error| ConfigError {
+                setting: ".env",
+                message: e.to_string(),
+            };
+            match dotenvy::dotenv_iter() {
+                Ok(entries) => apply_env_file(entries).map_err(env_error)?,
+                Err(e) if e.not_found() => {}
+                Err(e) => return Err(env_error(e)),
+            }
+        }
     }
     remove_empty(names);
     Ok(())
@@ -485,6 +541,30 @@ mod tests {
     struct SettingsOnly {
         #[command(flatten)]
         settings: Settings,
+    }
+
+    #[test]
+    fn shared_subscriptions_only_on_an_external_broker_and_not_when_off() {
+        let group = |args: &[&str]| {
+            let parsed = <SettingsOnly as clap::Parser>::try_parse_from(
+                std::iter::once("coinpulse").chain(args.iter().copied()),
+            )
+            .unwrap();
+            parsed.settings.shared_group().map(str::to_owned)
+        };
+        assert_eq!(group(&[]), None, "the embedded broker needs none");
+        assert_eq!(
+            group(&["--mqtt-url=tcp://b:1883"]).as_deref(),
+            Some("coinpulse")
+        );
+        assert_eq!(
+            group(&["--mqtt-url=tcp://b:1883", "--mqtt-shared-group=OFF"]),
+            None
+        );
+        assert_eq!(
+            group(&["--mqtt-url=tcp://b:1883", "--mqtt-shared-group=venue"]).as_deref(),
+            Some("venue")
+        );
     }
 
     /// Env names in this test are its own, so parallel tests never see them.

@@ -35,7 +35,8 @@ pub struct RestoreArgs {
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Only report: exit 0 when the database is up to date, 1 when migrations are pending,
-    /// 2 when an applied one differs from this coinpulse's (never changes anything).
+    /// 2 when an applied one differs from this coinpulse's, 3 when the database cannot be
+    /// read, a missing SQLite file included (never changes anything).
     #[arg(long)]
     check: bool,
     #[command(flatten)]
@@ -44,7 +45,7 @@ pub struct MigrateArgs {
 
 /// A consistent copy of the running server's SQLite database and its key file.
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
-    let settings = args.settings.finish();
+    let settings = args.settings.existing()?;
     let url = &settings.database_url;
     if sqlite_path(url).is_none() {
         anyhow::bail!(
@@ -135,24 +136,23 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 
 /// Applies pending migrations, or with --check only reports them.
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    if args.check {
+        // A pipeline must tell "pending" from "could not look".
+        let code = check_migrations(args.settings).await.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            3
+        });
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
+    // Applying may create the database (a deploy step before the first start).
     let settings = args.settings.finish();
     let url = &settings.database_url;
     let report = Store::check_migrations(url).await?;
-    for c in &report.conflicts {
-        println!("conflict: {c}");
-    }
-    if !report.conflicts.is_empty() {
+    if print_conflicts(&report) {
         std::process::exit(2);
-    }
-    if args.check {
-        if report.pending.is_empty() {
-            println!("the database is up to date");
-            return Ok(());
-        }
-        for p in &report.pending {
-            println!("pending: {p}");
-        }
-        std::process::exit(1);
     }
     // Connecting migrates, under the database's migration lock on PostgreSQL.
     Store::connect(url).await?.close().await;
@@ -162,6 +162,31 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
         println!("applied {}", report.pending.join(", "));
     }
     Ok(())
+}
+
+/// --check's exit code: 0 up to date, 1 pending, 2 an applied migration differs.
+async fn check_migrations(settings: DatabaseSettings) -> anyhow::Result<i32> {
+    let settings = settings.existing()?;
+    let report = Store::check_migrations(&settings.database_url).await?;
+    if print_conflicts(&report) {
+        return Ok(2);
+    }
+    if report.pending.is_empty() {
+        println!("the database is up to date");
+        return Ok(0);
+    }
+    for p in &report.pending {
+        println!("pending: {p}");
+    }
+    Ok(1)
+}
+
+/// True when an applied migration differs from this coinpulse's.
+fn print_conflicts(report: &crate::store::MigrationReport) -> bool {
+    for c in &report.conflicts {
+        println!("conflict: {c}");
+    }
+    !report.conflicts.is_empty()
 }
 
 fn owner_only(path: &Path) -> anyhow::Result<()> {

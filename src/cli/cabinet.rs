@@ -110,7 +110,7 @@ struct AddArgs {
 }
 
 pub async fn run(args: CabinetArgs) -> anyhow::Result<()> {
-    let settings = args.settings.finish();
+    let settings = args.settings.existing()?;
     let store = Store::connect(&settings.database_url).await?;
     let keys = Keys::new(settings.master_key()?);
     match args.command {
@@ -327,7 +327,7 @@ fn print_cabinet(c: &Cabinet) {
 }
 
 async fn print_credentials(settings: &DatabaseSettings, machine_id: &str, secret: &str) {
-    let broker = match &settings.mqtt_url {
+    let broker = match settings.cabinet_mqtt_url.as_ref().or(settings.mqtt_url.as_ref()) {
         Some(url) => url.clone(),
         None => match super::embedded_broker_port(&settings.server).await {
             Some(port) => format!("tcp://<this server's address>:{port}"),

@@ -29,8 +29,8 @@ credits (a \"coin pulse\") over MQTT; cabinets report game over back.\n\n\
 Start with `coinpulse serve`, then register each cabinet with `coinpulse cabinet add`. \
 `coinpulse <command> --help` lists a command's options.\n\n\
 Every option can also be set by an environment variable (--database-url is DATABASE_URL) \
-or a line in a .env file in the working directory; flags win over the environment, which \
-wins over .env, and an empty value counts as unset. Amounts are typed one way everywhere: \
+or a line in a .env file in the working directory (or the file --env-file names); flags win \
+over the environment, which wins over the file, and an empty value counts as unset. Amounts are typed one way everywhere: \
 with a decimal point in the currency's main unit (1.00 = one dollar), as a whole number in \
 minor units (100 = 100 cents = 1.00 USD).",
     after_help = "Quick start:\n  coinpulse serve                      # SQLite file + embedded MQTT broker\n  \
@@ -39,9 +39,16 @@ coinpulse cabinet-sim --machine-id cab-1 --secret-file cab-1.secret\n  \
 coinpulse webhook-test --machine-id cab-1 --amount 1.00"
 )]
 pub struct Cli {
+    /// Read settings from this file instead of `.env`: the service's own (e.g.
+    /// /etc/coinpulse/coinpulse.env), so a command works on the server's database and key.
+    #[arg(long, global = true, value_name = "FILE", env = ENV_FILE)]
+    pub env_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
+
+const ENV_FILE: &str = "COINPULSE_ENV_FILE";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -106,7 +113,12 @@ impl Command {
 /// variable beside the flag, since most owners set them in `.env`.
 pub fn parse() -> Result<Cli, anyhow::Error> {
     let names = environment_names();
-    crate::config::load_environment(&names)?;
+    // The file must be read before clap parses, so its flag is picked out by hand; clap
+    // then parses it again, for --help and for the error on a misspelt one.
+    let env_file = env_file_arg(std::env::args_os().skip(1))
+        .or_else(|| std::env::var_os(ENV_FILE).filter(|v| !v.is_empty()))
+        .map(std::path::PathBuf::from);
+    crate::config::load_environment(&names, env_file.as_deref())?;
     Cli::try_parse().or_else(|mut e| {
         if let Some(tip) = environment_tip(&e) {
             e.insert(
@@ -116,6 +128,20 @@ pub fn parse() -> Result<Cli, anyhow::Error> {
         }
         e.exit()
     })
+}
+
+/// The value of `--env-file FILE` / `--env-file=FILE`, if given (before a `--`).
+fn env_file_arg(args: impl Iterator<Item = OsString>) -> Option<OsString> {
+    let mut args = args.take_while(|a| a != "--");
+    while let Some(arg) = args.next() {
+        if arg == "--env-file" {
+            return args.next();
+        }
+        if let Some(v) = arg.to_str().and_then(|a| a.strip_prefix("--env-file=")) {
+            return Some(v.into());
+        }
+    }
+    None
 }
 
 /// Every environment variable an option of any subcommand reads.
@@ -204,4 +230,24 @@ pub(crate) async fn embedded_broker_port(server: &LocalServer) -> Option<u16> {
     status["mqtt_port"]
         .as_u64()
         .and_then(|p| u16::try_from(p).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_env_file_flag_is_found_in_either_spelling_before_a_double_dash() {
+        let find = |args: &[&str]| env_file_arg(args.iter().map(OsString::from));
+        assert_eq!(
+            find(&["--env-file", "/etc/c.env", "cabinet", "list"]),
+            Some("/etc/c.env".into())
+        );
+        assert_eq!(
+            find(&["cabinet", "list", "--env-file=/etc/c.env"]),
+            Some("/etc/c.env".into())
+        );
+        assert_eq!(find(&["cabinet", "list"]), None);
+        assert_eq!(find(&["webhook-test", "--", "--env-file", "x"]), None);
+    }
 }

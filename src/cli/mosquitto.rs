@@ -49,7 +49,7 @@ pub struct MosquittoArgs {
 }
 
 pub async fn run(args: MosquittoArgs) -> anyhow::Result<()> {
-    let settings = args.settings.clone().finish();
+    let settings = args.settings.clone().existing()?;
     let Some(server_password) = args.mqtt_password.as_ref() else {
         anyhow::bail!(
             "set MQTT_PASSWORD (in the environment or .env, as for `coinpulse serve`): the \

@@ -108,7 +108,7 @@ async fn audit(store: &Store, action: &str, email: &str, detail: &str) {
 }
 
 pub async fn run(args: UserArgs) -> anyhow::Result<()> {
-    let settings = args.settings.finish();
+    let settings = args.settings.existing()?;
     let store = Store::connect(&settings.database_url).await?;
     match args.command {
         UserCommand::Add {

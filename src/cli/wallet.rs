@@ -58,7 +58,7 @@ fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 pub async fn run(args: WalletArgs) -> anyhow::Result<()> {
-    let settings = args.settings.finish();
+    let settings = args.settings.existing()?;
     let store = Store::connect(&settings.database_url).await?;
     match args.command {
         WalletCommand::Check => {

@@ -3,6 +3,7 @@
 mod admin;
 mod api;
 pub mod assets;
+pub mod client;
 mod emqx;
 mod gameover;
 mod home;

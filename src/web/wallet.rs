@@ -499,9 +499,10 @@ async fn email_form(
     let email = crate::accounts::normalize_email(&form.email).map_err(|e| {
         AppError::Unprocessable(e.to_string()).page("Please check the email", back.clone())
     })?;
-    if let Err(wait) = state.limits.signin(req.peer_addr().map(|a| a.ip()), &email) {
+    let client = crate::web::client::addr(req);
+    if let Err(wait) = state.limits.signin(client, &email) {
         let minutes = wait.as_secs().div_ceil(60).max(1);
-        tracing::warn!(peer = ?req.peer_addr(), "wallet email links rate-limited");
+        tracing::warn!(client = ?client, "wallet email links rate-limited");
         return Err(AppError::TooManyRequests {
             message: format!("Too many emails asked for. Please try again in {minutes} minute(s)."),
             retry_after_secs: wait.as_secs().max(1),

@@ -471,56 +471,6 @@ fn add_cabinet(db: &TestDb, id: &str) -> String {
         .to_owned()
 }
 
-/// A private Mosquitto on a free port with the given config lines; killed on drop.
-struct Mosquitto {
-    child: std::process::Child,
-    uri: String,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_mosquitto(dir: &std::path::Path, lines: &str) -> Option<Mosquitto> {
-    let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
-    let port = free_port();
-    let conf = dir.join("test.conf");
-    // Started as root, Mosquitto would drop to its own user, who cannot read the test's
-    // owner-only files.
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    let user = if root { "user root\n" } else { "" };
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\npersistence false\n{user}{lines}"),
-    )
-    .unwrap();
-    // Killed and reaped by Drop.
-    let broker = Mosquitto {
-        child: std::process::Command::new(bin)
-            .args(["-c", conf.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-        uri: format!("tcp://127.0.0.1:{port}"),
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(broker);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("mosquitto did not start");
-}
-
 #[tokio::test]
 async fn mosquitto_config_gives_an_external_broker_the_embedded_ones_rights() {
     let db = TestDb::new().await;

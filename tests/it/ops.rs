@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -195,4 +196,177 @@ async fn migrate_check_reports_pending_migrations_without_applying_them() {
     let (code, out) = coinpulse(&["migrate", "--check"], url);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("up to date"), "{out}");
+}
+
+#[tokio::test]
+async fn tools_read_the_services_env_file_and_never_create_a_stray_database() {
+    let db = TestDb::new().await;
+    let app = spawn_app(&db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("coinpulse.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "DATABASE_URL={}\nSECRET_KEY={SECRET_KEY}\nCABINET_MQTT_URL=tcp://arcade.example.com:1883\n",
+            db.url
+        ),
+    )
+    .unwrap();
+    // Run from an empty directory with nothing in the environment, as `sudo coinpulse …`
+    // on a server would be.
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("SECRET_KEY")
+            .env("BIND", format!("127.0.0.1:{}", free_port()))
+            .output()
+            .unwrap();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), printed)
+    };
+    let id = unique("cab");
+    let env_arg = format!("--env-file={}", env_file.display());
+    let (code, out) = tool(&[
+        &env_arg,
+        "cabinet",
+        "add",
+        "--machine-id",
+        &id,
+        "--price",
+        "1.00",
+        "--currency",
+        "usd",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        app.get(&format!("/cabinets/{id}")).await["machine_id"],
+        id.as_str()
+    );
+    assert!(
+        out.contains("broker:    tcp://arcade.example.com:1883"),
+        "cabinets are told the broker's outside address: {out}"
+    );
+
+    // Without it, the tools find no database here and say so, leaving nothing behind.
+    let (code, out) = tool(&["cabinet", "list"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("no database at") && out.contains("DATABASE_URL"),
+        "{out}"
+    );
+    let (code, out) = tool(&["migrate", "--check"]);
+    assert_eq!(code, 3, "cannot look is not 'pending': {out}");
+    let (code, out) = tool(&[
+        "--env-file",
+        "/nonexistent/coinpulse.env",
+        "cabinet",
+        "list",
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("/nonexistent/coinpulse.env"), "{out}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("coinpulse.env")],
+        "no stray database or key"
+    );
+}
+
+#[tokio::test]
+async fn ready_fails_while_the_broker_or_database_is_away_and_status_stays_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = start_mosquitto(dir.path(), "allow_anonymous true\n").await else {
+        eprintln!("no mosquitto binary here; skipped");
+        return;
+    };
+    let db = TestDb::new().await;
+    let app = spawn_app_with(
+        &db,
+        AppOptions {
+            mqtt_url: Some(broker.uri.clone()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let ready = || async {
+        let res = app.fetch("/ready").await;
+        let code = res.status().as_u16();
+        (code, res.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(ready().await.0, 200);
+
+    broker.kill();
+    app.eventually("not ready while the broker is away", || async {
+        ready().await.0 == 503
+    })
+    .await;
+    assert_eq!(ready().await.1["mqtt"], "disconnected");
+    // Liveness stays up: restarting the process would not bring the broker back.
+    assert_eq!(app.fetch("/status").await.status(), 200);
+    broker.start().await;
+    app.eventually("ready again once the broker is back", || async {
+        ready().await.0 == 200
+    })
+    .await;
+
+    // The database going away: PostgreSQL only (an open SQLite file cannot).
+    let Some(server) = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+    else {
+        return;
+    };
+    use sqlx::Connection;
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&server).await.unwrap();
+    for q in [
+        format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+    ] {
+        sqlx::query(&q).execute(&mut admin).await.unwrap();
+    }
+    app.eventually("not ready while the database is away", || async {
+        ready().await.0 == 503
+    })
+    .await;
+    assert_eq!(ready().await.1["database"], "unreachable");
+    let status = app.fetch("/status").await;
+    assert_eq!(
+        status.status(),
+        200,
+        "liveness does not depend on the database"
+    );
+    assert_eq!(
+        status.json::<serde_json::Value>().await.unwrap()["database"],
+        "error"
+    );
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    app.eventually("ready again once the database is back", || async {
+        ready().await.0 == 200
+    })
+    .await;
+    // And it takes payments again.
+    let mut cab = app.cabinet(100, "usd").await;
+    let mut code = 0;
+    for _ in 0..40 {
+        code = app.post_webhook(&paid(&cab.machine_id, 100, "usd")).await.0;
+        if code == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(code, 200);
+    cab.expect_credit().await;
 }

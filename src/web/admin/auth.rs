@@ -108,7 +108,7 @@ pub async fn setup(
                 &state.store,
                 NewAudit {
                     actor: &user.email,
-                    ip: super::client_ip(&req).as_deref(),
+                    ip: crate::web::client::ip(&req).as_deref(),
                     action: "user.setup",
                     subject: Some(&user.email),
                     detail: "owner account created with the setup link",
@@ -195,7 +195,7 @@ pub async fn login(
     Csrf(f): Csrf<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     let session = req.get_session();
-    let ip = super::client_ip(&req);
+    let ip = crate::web::client::ip(&req);
     let email = f.email.trim().to_lowercase();
     let audit = |action: &'static str, detail: String| {
         let store = state.store.clone();

@@ -556,7 +556,8 @@ fn connection(state: &AppState, c: &Cabinet) -> Connection {
         .and_then(|h| h.split(['/', ':']).next())
         .unwrap_or("localhost")
         .to_owned();
-    let external = state.settings.mqtt_url.clone();
+    let external =
+        (state.settings.cabinet_mqtt_url.clone()).or_else(|| state.settings.mqtt_url.clone());
     let broker = match (&external, state.mqtt_tls_port, state.mqtt_port) {
         (Some(url), _, _) => url.clone(),
         (None, Some(tls), _) => format!("ssl://{host}:{tls}"),

@@ -259,20 +259,6 @@ pub fn csrf_token(session: &Session) -> String {
     t
 }
 
-/// Who is asking: the peer's address, or with TRUST_PROXY_HEADERS the one the reverse
-/// proxy reports (else every visitor would be the proxy, and one would lock out all).
-pub fn client_ip(req: &HttpRequest) -> Option<String> {
-    let trust = req
-        .app_data::<web::Data<AppState>>()
-        .is_some_and(|s| s.settings.trust_proxy_headers);
-    if trust {
-        if let Some(ip) = req.connection_info().realip_remote_addr() {
-            return Some(ip.to_owned());
-        }
-    }
-    req.peer_addr().map(|a| a.ip().to_string())
-}
-
 /// Phones can reach `url` only if it names a public host.
 pub fn is_local_url(url: &str) -> bool {
     let authority = url
@@ -332,7 +318,7 @@ impl FromRequest for Admin {
             match signed_in(&state, &session, !live).await? {
                 Some(user) => Ok(Admin {
                     user,
-                    ip: client_ip(&req),
+                    ip: crate::web::client::ip(&req),
                     session,
                     state,
                 }),
@@ -362,7 +348,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Csrf<T> {
             let ok = matches!((&sent, &expected), (Some(s), Some(e))
                 if bool::from(s.as_bytes().ct_eq(e.as_bytes())));
             if !ok {
-                tracing::warn!(path = %req.path(), peer = ?client_ip(&req), token_sent = sent.is_some(),
+                tracing::warn!(path = %req.path(), peer = ?crate::web::client::ip(&req), token_sent = sent.is_some(),
                     "form refused: missing or wrong CSRF token");
                 return Err(AppError::Forbidden(
                     "This form has expired or did not come from this site. Go back, reload the page and try again."

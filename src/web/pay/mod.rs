@@ -171,11 +171,9 @@ pub(super) fn guard_form(
                 .page("Please start again", Some(back.to_owned())),
         );
     };
-    if let Err(wait) = state
-        .limits
-        .checkout(req.peer_addr().map(|a| a.ip()), &cookie)
-    {
-        tracing::warn!(scope, peer = ?req.peer_addr(), "player form rate-limited");
+    let client = crate::web::client::addr(req);
+    if let Err(wait) = state.limits.checkout(client, &cookie) {
+        tracing::warn!(scope, client = ?client, "player form rate-limited");
         let secs = wait.as_secs().max(1);
         return Err(AppError::TooManyRequests {
             message: format!("Too many payment attempts from this phone. Please wait {secs} seconds and try again."),
