@@ -147,7 +147,7 @@ impl Application {
             mqtt_tls_port: broker_tls_addr.map(|a| a.port()),
             presence,
             qr: crate::qr::QrCache::default(),
-            limits: Default::default(),
+            limits: Arc::new(crate::web::Limits::new(store.clone())),
             mailer,
         };
         let (http, http_addr) = serve_http(state, settings.bind)?;

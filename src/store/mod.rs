@@ -14,6 +14,7 @@ mod leases;
 mod payments;
 mod plays;
 mod pulses;
+mod rate_limits;
 mod sql;
 mod stripe_prices;
 mod tx;

@@ -9,6 +9,8 @@ mod gameover;
 mod home;
 pub mod html;
 mod limits;
+
+pub use limits::Limits;
 mod pay;
 mod status;
 mod wallet;

@@ -273,7 +273,8 @@ pub async fn topup(
         &form.csrf,
         &form.nonce,
         &format!("/w?from={}", form.from),
-    )?;
+    )
+    .await?;
     let currency = Currency::parse(&form.currency).map_err(|e| {
         AppError::BadRequest(e.to_string()).page("Please choose again", back.clone())
     })?;
@@ -500,7 +501,7 @@ async fn email_form(
         AppError::Unprocessable(e.to_string()).page("Please check the email", back.clone())
     })?;
     let client = crate::web::client::addr(req);
-    if let Err(wait) = state.limits.signin(client, &email) {
+    if let Err(wait) = state.limits.signin(client, &email).await {
         let minutes = wait.as_secs().div_ceil(60).max(1);
         tracing::warn!(client = ?client, "wallet email links rate-limited");
         return Err(AppError::TooManyRequests {

@@ -10,42 +10,19 @@ use paho_mqtt as paho;
 
 use crate::support::*;
 
-/// A server, one registered cabinet, and a directory for its recording output.
-struct Case {
-    _db: TestDb,
-    app: TestApp,
-    id: String,
-    secret: String,
-    dir: tempfile::TempDir,
-}
-
-impl Case {
-    async fn new() -> Self {
-        Self::on(false).await
-    }
-
-    /// On the embedded broker, even when the tests run against an external one.
-    async fn embedded() -> Self {
-        Self::on(true).await
-    }
-
-    async fn on(embedded: bool) -> Self {
-        let db = TestDb::new().await;
-        let app = if embedded {
-            spawn_embedded(&db).await
-        } else {
-            spawn_app(&db).await
-        };
-        let id = unique("cab");
-        let secret = app.register(&id, 100, "usd").await;
-        Self {
-            _db: db,
-            app,
-            id,
-            secret,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
+/// A server (on its own embedded broker if `embedded`, even when the tests run against an
+/// external one), one registered cabinet and its secret, and a directory for its recording
+/// output.
+async fn case(embedded: bool) -> (TestDb, TestApp, String, String, tempfile::TempDir) {
+    let db = TestDb::new().await;
+    let app = if embedded {
+        spawn_embedded(&db).await
+    } else {
+        spawn_app(&db).await
+    };
+    let id = unique("cab");
+    let secret = app.register(&id, 100, "usd").await;
+    (db, app, id, secret, tempfile::tempdir().unwrap())
 }
 
 async fn acked(app: &TestApp, machine_id: &str) -> Vec<(String, bool)> {
@@ -63,13 +40,7 @@ async fn acked(app: &TestApp, machine_id: &str) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn each_paid_pulse_is_applied_once_through_a_kill_between_receipt_and_ack() {
-    let Case {
-        _db,
-        app,
-        id,
-        secret,
-        dir,
-    } = Case::new().await;
+    let (_db, app, id, secret, dir) = case(false).await;
     let mut agent = AgentProcess::start(&app, &id, &secret, &recording_output(dir.path())).await;
 
     assert_eq!(app.post_webhook(&paid(&id, 200, "usd")).await.0, 200);
@@ -146,13 +117,7 @@ async fn each_paid_pulse_is_applied_once_through_a_kill_between_receipt_and_ack(
 
 #[tokio::test]
 async fn a_failed_output_is_not_acked_and_is_applied_when_offered_again() {
-    let Case {
-        _db,
-        app,
-        id,
-        secret,
-        dir,
-    } = Case::new().await;
+    let (_db, app, id, secret, dir) = case(false).await;
     std::fs::write(dir.path().join("fail"), "").unwrap();
     let mut agent = AgentProcess::start(&app, &id, &secret, &recording_output(dir.path())).await;
 
@@ -177,13 +142,7 @@ async fn a_failed_output_is_not_acked_and_is_applied_when_offered_again() {
 
 #[tokio::test]
 async fn a_stop_while_credits_are_given_waits_and_records_them() {
-    let Case {
-        _db,
-        app,
-        id,
-        secret,
-        dir,
-    } = Case::new().await;
+    let (_db, app, id, secret, dir) = case(false).await;
     std::fs::write(dir.path().join("slow"), "").unwrap();
     let mut agent = AgentProcess::start(&app, &id, &secret, &recording_output(dir.path())).await;
 
@@ -220,13 +179,7 @@ async fn a_stop_while_credits_are_given_waits_and_records_them() {
 
 #[tokio::test]
 async fn game_over_through_the_control_socket_is_one_play_with_its_length() {
-    let Case {
-        _db,
-        app,
-        id,
-        secret,
-        dir,
-    } = Case::new().await;
+    let (_db, app, id, secret, dir) = case(false).await;
     let agent = AgentProcess::start(&app, &id, &secret, &recording_output(dir.path())).await;
 
     assert_eq!(app.post_webhook(&paid(&id, 100, "usd")).await.0, 200);
@@ -287,13 +240,7 @@ fn pulse(machine_id: &str, age: chrono::Duration) -> PulseMessage {
 
 #[tokio::test]
 async fn forged_stale_foreign_and_replayed_pulses_are_refused() {
-    let Case {
-        _db,
-        app,
-        id,
-        secret,
-        dir,
-    } = Case::embedded().await;
+    let (_db, app, id, secret, dir) = case(true).await;
     let mut agent = AgentProcess::start(&app, &id, &secret, &recording_output(dir.path())).await;
     let forger = server_login(&app).await;
     let topic = format!("{}/{id}/coinpulse", app.topic_prefix);

@@ -215,20 +215,14 @@ async fn tools_read_the_services_env_file_and_never_create_a_stray_database() {
     // Run from an empty directory with nothing in the environment, as `sudo coinpulse …`
     // on a server would be.
     let tool = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("DATABASE_URL")
-            .env_remove("SECRET_KEY")
-            .env("BIND", format!("127.0.0.1:{}", free_port()))
-            .output()
-            .unwrap();
-        let printed = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), printed)
+        run_tool(
+            std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+                .args(args)
+                .current_dir(dir.path())
+                .env_remove("DATABASE_URL")
+                .env_remove("SECRET_KEY")
+                .env("BIND", format!("127.0.0.1:{}", free_port())),
+        )
     };
     let id = unique("cab");
     let env_arg = format!("--env-file={}", env_file.display());

@@ -44,13 +44,25 @@ async fn open_page_with_cookie(
 /// Chooses bundle `index` like the form would; returns the response (303 on success).
 async fn choose(app: &TestApp, machine_id: &str, index: usize) -> reqwest::Response {
     let (_, html, cookie) = open_page(app, machine_id).await;
+    submit(&app.base, machine_id, &cookie, &html, index).await
+}
+
+/// Submits the checkout form of the pay page `html` for bundle `index`, as the phone
+/// holding `cookie`, to the server at `base`.
+async fn submit(
+    base: &str,
+    machine_id: &str,
+    cookie: &str,
+    html: &str,
+    index: usize,
+) -> reqwest::Response {
     no_redirects()
-        .post(format!("{}/p/{machine_id}/checkout", app.base))
+        .post(format!("{base}/p/{machine_id}/checkout"))
         .header("Cookie", cookie)
         .form(&[
             ("bundle", index.to_string()),
-            ("csrf", field(&html, "csrf")),
-            ("nonce", field(&html, "nonce")),
+            ("csrf", field(html, "csrf")),
+            ("nonce", field(html, "nonce")),
         ])
         .send()
         .await
@@ -698,17 +710,7 @@ async fn a_double_tapped_pay_button_makes_one_session() {
 
     // A new page (new nonce) from the same phone, same bundle: still that one session.
     let (_, html, _) = open_page_with_cookie(&t.app, &cab.machine_id, &cookie).await;
-    let res = no_redirects()
-        .post(format!("{}/p/{}/checkout", t.app.base, cab.machine_id))
-        .header("Cookie", cookie.clone())
-        .form(&[
-            ("bundle", "0".to_string()),
-            ("csrf", field(&html, "csrf")),
-            ("nonce", field(&html, "nonce")),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit(&t.app.base, &cab.machine_id, &cookie, &html, 0).await;
     assert_eq!(res.headers()["location"].to_str().unwrap(), locations[0]);
     assert_eq!(t.fake.requests("/v1/checkout/sessions").len(), 1);
 
@@ -738,17 +740,7 @@ async fn checkout_is_rate_limited_per_phone() {
     let (_, html, cookie) = open_page(&t.app, &cab.machine_id).await;
     let mut codes = Vec::new();
     for i in 0..8 {
-        let res = no_redirects()
-            .post(format!("{}/p/{}/checkout", t.app.base, cab.machine_id))
-            .header("Cookie", cookie.clone())
-            .form(&[
-                ("bundle", (i % 3).to_string()),
-                ("csrf", field(&html, "csrf")),
-                ("nonce", field(&html, "nonce")),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let res = submit(&t.app.base, &cab.machine_id, &cookie, &html, i % 3).await;
         codes.push(res.status().as_u16());
         if res.status().as_u16() == 429 {
             assert!(res.headers().contains_key("retry-after"));
@@ -761,5 +753,38 @@ async fn checkout_is_rate_limited_per_phone() {
     assert_eq!(
         choose(&t.app, &cab.machine_id, 0).await.status().as_u16(),
         303
+    );
+}
+
+#[tokio::test]
+async fn a_phone_has_one_allowance_whichever_replica_it_reaches() {
+    // Two servers on one database and one broker, as behind a load balancer.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = start_mosquitto(dir.path(), "allow_anonymous true\n").await else {
+        eprintln!("no mosquitto binary here; skipped");
+        return;
+    };
+    let t = pay_app(|o| o.mqtt_url = Some(broker.uri.clone())).await;
+    let other = spawn_app_with(
+        &t._db,
+        AppOptions {
+            mqtt_url: Some(broker.uri.clone()),
+            stripe_api_base: Some(t.fake.base.clone()),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let cab = t.app.cabinet(100, "usd").await;
+    let (_, html, cookie) = open_page(&t.app, &cab.machine_id).await;
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let base = if i % 2 == 0 { &t.app.base } else { &other.base };
+        let res = submit(base, &cab.machine_id, &cookie, &html, 0).await;
+        codes.push(res.status().as_u16());
+    }
+    assert!(codes[..5].iter().all(|&c| c == 303), "{codes:?}");
+    assert!(
+        codes[5..].iter().all(|&c| c == 429),
+        "the second replica knows what the first allowed: {codes:?}"
     );
 }

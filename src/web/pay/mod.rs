@@ -100,7 +100,7 @@ pub(super) async fn chosen(
     form: &BundleForm,
 ) -> Result<Result<(String, Cabinet, Bundle), HttpResponse>, PageError> {
     let back = format!("/p/{raw}");
-    let cookie = guard_form(state, req, raw, &form.csrf, &form.nonce, &back)?;
+    let cookie = guard_form(state, req, raw, &form.csrf, &form.nonce, &back).await?;
     let Payable { cabinet, bundles } = match load(state, raw).await? {
         Loaded::Payable(p) => p,
         Loaded::Unavailable(res) => return Ok(Err(res)),
@@ -156,7 +156,7 @@ pub(super) fn checked_form(
 
 /// Every player form's checks: its token ([`checked_form`]) and the per-phone and
 /// per-address rate limit. Returns the phone's pay cookie, or the page to show.
-pub(super) fn guard_form(
+pub(super) async fn guard_form(
     state: &AppState,
     req: &actix_web::HttpRequest,
     scope: &str,
@@ -172,7 +172,7 @@ pub(super) fn guard_form(
         );
     };
     let client = crate::web::client::addr(req);
-    if let Err(wait) = state.limits.checkout(client, &cookie) {
+    if let Err(wait) = state.limits.checkout(client, &cookie).await {
         tracing::warn!(scope, client = ?client, "player form rate-limited");
         let secs = wait.as_secs().max(1);
         return Err(AppError::TooManyRequests {

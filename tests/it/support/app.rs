@@ -79,12 +79,17 @@ pub fn free_port() -> u16 {
 /// Runs an owner's tool (`coinpulse ARGS`) on the database at `db_url`, with `env` set;
 /// its exit code and everything it printed (stdout, then stderr).
 pub fn coinpulse_tool(db_url: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
-        .args(args)
-        .env("DATABASE_URL", db_url)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    run_tool(
+        std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+            .args(args)
+            .env("DATABASE_URL", db_url)
+            .envs(env.iter().copied()),
+    )
+}
+
+/// Runs `cmd` to the end: its exit code and everything it printed (stdout, then stderr).
+pub fn run_tool(cmd: &mut std::process::Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -1,0 +1,44 @@
+//! Shared rate-limit state (`rate_limits`): one atomic statement per request, so replicas
+//! on one database hold each key to one allowance.
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Takes one request from `key`'s allowance by the generic cell rate algorithm: one
+    /// request per `every_ms`, with bursts while the key is at most `tolerance_ms` ahead of
+    /// time. None when allowed; else how many milliseconds until it would be.
+    pub async fn take_rate_token(
+        &self,
+        key: &str,
+        now_ms: i64,
+        every_ms: i64,
+        tolerance_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        // In an upsert's SET every column reference is the row's old value.
+        let (tat, ok): (i64, i64) = sqlx::query_as(
+            "INSERT INTO rate_limits (key, tat, ok) VALUES ($1, $2 + $3, 1) \
+             ON CONFLICT (key) DO UPDATE SET \
+               ok = CASE WHEN rate_limits.tat - $2 > $4 THEN 0 ELSE 1 END, \
+               tat = CASE WHEN rate_limits.tat - $2 > $4 THEN rate_limits.tat \
+                          WHEN rate_limits.tat > $2 THEN rate_limits.tat + $3 \
+                          ELSE $2 + $3 END \
+             RETURNING tat, ok",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(every_ms)
+        .bind(tolerance_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((ok == 0).then(|| (tat - now_ms - tolerance_ms).max(1)))
+    }
+
+    /// Forgets keys whose allowance is whole again (they would start afresh anyway).
+    pub async fn prune_rate_limits(&self, now_ms: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM rate_limits WHERE tat < $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}
