@@ -56,9 +56,23 @@ async fn submit(
     html: &str,
     index: usize,
 ) -> reqwest::Response {
-    no_redirects()
-        .post(format!("{base}/p/{machine_id}/checkout"))
-        .header("Cookie", cookie)
+    submit_as(base, machine_id, cookie, html, index, None).await
+}
+
+/// [`submit`], through a proxy that reports `forwarded_for` as X-Forwarded-For.
+async fn submit_as(
+    base: &str,
+    machine_id: &str,
+    cookie: &str,
+    html: &str,
+    index: usize,
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
+    let mut req = no_redirects().post(format!("{base}/p/{machine_id}/checkout"));
+    if let Some(xff) = forwarded_for {
+        req = req.header("X-Forwarded-For", xff);
+    }
+    req.header("Cookie", cookie)
         .form(&[
             ("bundle", index.to_string()),
             ("csrf", field(html, "csrf")),
@@ -754,6 +768,38 @@ async fn checkout_is_rate_limited_per_phone() {
         choose(&t.app, &cab.machine_id, 0).await.status().as_u16(),
         303
     );
+}
+
+#[tokio::test]
+async fn behind_a_proxy_the_address_limit_goes_by_the_proxys_entry_not_the_clients() {
+    let t = pay_app(|o| o.behind_proxy = true).await;
+    let cab = t.app.cabinet(100, "usd").await;
+    // 30 phones (a new cookie each) at one venue address: the address allowance. Each sends
+    // its own made-up first entry, which must change nothing.
+    let mut codes = Vec::new();
+    for i in 0..31 {
+        let (_, html, cookie) = open_page(&t.app, &cab.machine_id).await;
+        let xff = format!("10.0.{}.{}, 198.51.100.7", i / 250, i % 250);
+        let res = submit_as(&t.app.base, &cab.machine_id, &cookie, &html, 0, Some(&xff)).await;
+        codes.push(res.status().as_u16());
+    }
+    assert!(codes[..30].iter().all(|&c| c == 303), "{codes:?}");
+    assert_eq!(
+        codes[30], 429,
+        "the venue's address is spent, whatever the client wrote first"
+    );
+    // Another venue, through the same proxy, is not held back.
+    let (_, html, cookie) = open_page(&t.app, &cab.machine_id).await;
+    let res = submit_as(
+        &t.app.base,
+        &cab.machine_id,
+        &cookie,
+        &html,
+        0,
+        Some("198.51.100.8"),
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 303);
 }
 
 #[tokio::test]

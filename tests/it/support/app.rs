@@ -138,6 +138,8 @@ pub struct AppOptions {
     pub mqtt_tls: Option<(u16, std::path::PathBuf, std::path::PathBuf)>,
     /// SMTP_URL, for email (a sink the test started).
     pub smtp_url: Option<String>,
+    /// TRUST_PROXY_HEADERS: as behind Caddy or nginx.
+    pub behind_proxy: bool,
 }
 
 impl Default for AppOptions {
@@ -155,6 +157,7 @@ impl Default for AppOptions {
             allow_promotion_codes: false,
             mqtt_tls: None,
             smtp_url: None,
+            behind_proxy: false,
         }
     }
 }
@@ -216,6 +219,7 @@ pub async fn spawn_app_with(db: &TestDb, opts: AppOptions) -> TestApp {
         format!("--stripe-secret-key={}", stripe::SECRET_KEY),
         format!("--allow-promotion-codes={}", opts.allow_promotion_codes),
         format!("--offline-after={}", opts.offline_after.unwrap_or(120)),
+        format!("--trust-proxy-headers={}", opts.behind_proxy),
     ];
     if let Some(url) = &opts.mqtt_url {
         args.push(format!("--mqtt-url={url}"));
