@@ -138,7 +138,7 @@ impl Application {
                 settings.stripe_secret_key.as_ref().map(|k| k.expose()),
                 settings.allow_promotion_codes,
             ),
-            keys,
+            keys: keys.clone(),
             stats,
             mqtt: mqtt.clone(),
             topics,
@@ -147,7 +147,7 @@ impl Application {
             mqtt_tls_port: broker_tls_addr.map(|a| a.port()),
             presence,
             qr: crate::qr::QrCache::default(),
-            limits: Arc::new(crate::web::Limits::new(store.clone())),
+            limits: Arc::new(crate::web::Limits::new(store.clone(), keys.clone())),
             mailer,
         };
         let (http, http_addr) = serve_http(state, settings.bind)?;

@@ -211,8 +211,9 @@ pub struct Settings {
     pub card_fee_fixed: i64,
 
     /// Take the client's address from the last X-Forwarded-For entry, the one the reverse
-    /// proxy adds (set it only behind Caddy, nginx or another proxy that sets it); used for
-    /// the per-address rate limits, sign-in throttling and the audit log.
+    /// proxy adds (set it only behind Caddy, nginx or another proxy that sets it), when the
+    /// request comes from this machine or the private network; used for the per-address
+    /// rate limits, sign-in throttling and the audit log.
     #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_proxy_headers: bool,
 
@@ -261,7 +262,7 @@ impl Settings {
 
     /// The master key: SECRET_KEY, or the key file beside the database (created if absent).
     pub fn master_key(&self) -> Result<Vec<u8>, ConfigError> {
-        master_key(self.secret_key.as_ref(), &self.database_url)
+        master_key(self.secret_key.as_ref(), &self.database_url, true)
     }
 }
 
@@ -306,13 +307,13 @@ impl DatabaseSettings {
 
     /// [`finish`](Self::finish), for a tool that works on the server's database: a SQLite
     /// file that is not there is a mistake (a wrong directory, an env file not read), and
-    /// opening it would create an empty database and, beside it, a new master key that
-    /// matches no cabinet's secret. `mode=rwc` in the URL asks for one to be created.
+    /// opening it would create an empty database. Only `serve`, `migrate` and `restore`
+    /// bring one into being.
     pub fn existing(self) -> Result<Self, ConfigError> {
-        let asked_to_create = self.database_url.contains("mode=rwc");
         let settings = self.finish();
         match sqlite_path(&settings.database_url) {
-            Some(path) if !asked_to_create && !path.exists() => Err(ConfigError {
+            // An unreadable directory is not "missing": opening it gives the real error.
+            Some(path) if !path.try_exists().unwrap_or(true) => Err(ConfigError {
                 setting: "DATABASE_URL",
                 message: format!(
                     "no database at {}: point DATABASE_URL (or --database-url, or the file \
@@ -325,8 +326,10 @@ impl DatabaseSettings {
         }
     }
 
+    /// The server's master key: SECRET_KEY, or its key file. Never a new one: a tool with
+    /// a key of its own would hand out secrets and sign pulses no cabinet accepts.
     pub fn master_key(&self) -> Result<Vec<u8>, ConfigError> {
-        master_key(self.secret_key.as_ref(), &self.database_url)
+        master_key(self.secret_key.as_ref(), &self.database_url, false)
     }
 }
 
@@ -359,7 +362,13 @@ pub fn key_file_path(database_url: &str) -> PathBuf {
         .join("coinpulse.secret")
 }
 
-fn master_key(secret_key: Option<&Secret>, database_url: &str) -> Result<Vec<u8>, ConfigError> {
+/// SECRET_KEY, or the key file beside the database; `create` makes that file when it is
+/// missing (the server's first start), else a missing one is an error.
+fn master_key(
+    secret_key: Option<&Secret>,
+    database_url: &str,
+    create: bool,
+) -> Result<Vec<u8>, ConfigError> {
     if let Some(key) = secret_key {
         if key.expose().len() < 16 {
             return Err(ConfigError {
@@ -370,6 +379,17 @@ fn master_key(secret_key: Option<&Secret>, database_url: &str) -> Result<Vec<u8>
         return Ok(key.expose().as_bytes().to_vec());
     }
     let path = key_file_path(database_url);
+    if !create && !path.try_exists().unwrap_or(true) {
+        return Err(ConfigError {
+            setting: "SECRET_KEY",
+            message: format!(
+                "unset, and there is no key file at {}: set SECRET_KEY as the server has it, \
+                 or point DATABASE_URL at the server's SQLite database (its coinpulse.secret \
+                 is beside it)",
+                path.display()
+            ),
+        });
+    }
     load_or_create_key_file(&path).map_err(|e| ConfigError {
         setting: "SECRET_KEY",
         message: format!(

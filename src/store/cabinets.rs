@@ -142,7 +142,7 @@ impl Store {
     /// server cannot see connections, only what cabinets announce).
     pub async fn count_online_cabinets(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM cabinets WHERE online = 1 AND archived_at IS NULL",
+            "SELECT COUNT(*) FROM cabinets WHERE online = 1 AND enabled = 1 AND archived_at IS NULL",
         )
         .fetch_one(&self.pool)
         .await?)

@@ -229,12 +229,25 @@ impl Store {
             .max_connections(1)
             .connect_with(AnyConnectOptions::from_str(url)?)
             .await?;
-        let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap_or_default(); // no table yet: nothing applied
+        // No table yet means nothing applied; any other failure (not a database, no right
+        // to read it) is an error, never "everything pending".
+        let has_table: i64 = sqlx::query_scalar(if url.starts_with("postgres") {
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_name = '_sqlx_migrations' AND table_schema = current_schema()"
+        } else {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+        })
+        .fetch_one(&pool)
+        .await?;
+        let applied: Vec<(i64, Vec<u8>)> = if has_table > 0 {
+            sqlx::query_as(
+                "SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(&pool)
+            .await?
+        } else {
+            Vec::new()
+        };
         pool.close().await;
         let name = |m: &sqlx::migrate::Migration| format!("{:04} {}", m.version, m.description);
         let mut report = MigrationReport::default();

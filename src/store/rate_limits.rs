@@ -6,7 +6,8 @@ use super::{Store, StoreError};
 impl Store {
     /// Takes one request from `key`'s allowance by the generic cell rate algorithm: one
     /// request per `every_ms`, with bursts while the key is at most `tolerance_ms` ahead of
-    /// time. None when allowed; else how many milliseconds until it would be.
+    /// time. None when allowed; else how many milliseconds until it would be. A refused
+    /// request writes nothing, so a flood of them costs reads, not commits.
     pub async fn take_rate_token(
         &self,
         key: &str,
@@ -14,23 +15,28 @@ impl Store {
         every_ms: i64,
         tolerance_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        // In an upsert's SET every column reference is the row's old value.
-        let (tat, ok): (i64, i64) = sqlx::query_as(
-            "INSERT INTO rate_limits (key, tat, ok) VALUES ($1, $2 + $3, 1) \
+        // In an upsert's SET and WHERE, `rate_limits.tat` is the row's old value.
+        let taken: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO rate_limits (key, tat) VALUES ($1, $2 + $3) \
              ON CONFLICT (key) DO UPDATE SET \
-               ok = CASE WHEN rate_limits.tat - $2 > $4 THEN 0 ELSE 1 END, \
-               tat = CASE WHEN rate_limits.tat - $2 > $4 THEN rate_limits.tat \
-                          WHEN rate_limits.tat > $2 THEN rate_limits.tat + $3 \
-                          ELSE $2 + $3 END \
-             RETURNING tat, ok",
+               tat = CASE WHEN rate_limits.tat > $2 THEN rate_limits.tat + $3 ELSE $2 + $3 END \
+             WHERE rate_limits.tat - $2 <= $4 \
+             RETURNING tat",
         )
         .bind(key)
         .bind(now_ms)
         .bind(every_ms)
         .bind(tolerance_ms)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok((ok == 0).then(|| (tat - now_ms - tolerance_ms).max(1)))
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let tat: i64 = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some((tat - now_ms - tolerance_ms).max(1)))
     }
 
     /// Forgets keys whose allowance is whole again (they would start afresh anyway).

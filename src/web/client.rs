@@ -11,15 +11,34 @@ use super::AppState;
 /// The peer's address, or with TRUST_PROXY_HEADERS the client's as the reverse proxy saw
 /// it (else every visitor would be the proxy, and one would hold back or lock out all).
 pub fn addr(req: &HttpRequest) -> Option<IpAddr> {
+    let peer = req.peer_addr().map(|a| a.ip());
     let trust = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|s| s.settings.trust_proxy_headers);
-    if trust {
+    if trust && peer.is_some_and(may_be_our_proxy) {
         if let Some(ip) = forwarded_for(req.headers()) {
             return Some(ip);
         }
     }
-    req.peer_addr().map(|a| a.ip())
+    peer
+}
+
+/// Whether a peer could be the owner's reverse proxy: on this machine or the private
+/// network (a Docker bridge, a LAN). A peer from the internet reached the server directly,
+/// and whatever it wrote in X-Forwarded-For is its own invention.
+fn may_be_our_proxy(peer: IpAddr) -> bool {
+    match peer {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => may_be_our_proxy(IpAddr::V4(v4)),
+            // Loopback, unique local (fc00::/7) and link-local (fe80::/10).
+            None => {
+                v6.is_loopback()
+                    || (v6.segments()[0] & 0xfe00) == 0xfc00
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
+        },
+    }
 }
 
 /// [`addr`] as text, for logs and the audit trail.
@@ -86,5 +105,28 @@ mod tests {
         );
         assert_eq!(ip(&[("forwarded", "for=10.9.9.9")]), None, "never believed");
         assert_eq!(ip(&[("x-forwarded-for", "not-an-address")]), None);
+    }
+
+    #[test]
+    fn only_a_proxy_on_this_machine_or_the_private_network_is_believed() {
+        for peer in [
+            "127.0.0.1",
+            "172.18.0.1",
+            "10.1.2.3",
+            "192.168.1.9",
+            "::1",
+            "fd00::7",
+            "::ffff:10.0.0.2",
+        ] {
+            assert!(may_be_our_proxy(peer.parse().unwrap()), "{peer}");
+        }
+        for peer in [
+            "203.0.113.9",
+            "8.8.8.8",
+            "2001:db8::1",
+            "::ffff:203.0.113.9",
+        ] {
+            assert!(!may_be_our_proxy(peer.parse().unwrap()), "{peer}");
+        }
     }
 }

@@ -6,9 +6,19 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
+use crate::domain::Keys;
 use crate::store::Store;
+
+/// Why a request may not go on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its allowance is spent: this long until the next one.
+    Wait(Duration),
+    /// The database could not count it. Refused rather than let through: a checkout goes
+    /// to Stripe before it writes anything, so a database taking no writes would otherwise
+    /// open sessions without limit.
+    Uncounted,
+}
 
 /// One kind of limit: a request per `every`, with bursts of up to `burst` at once.
 struct Rule {
@@ -54,39 +64,41 @@ const PRUNE_EVERY_MS: i64 = 10 * 60 * 1000;
 
 pub struct Limits {
     store: Store,
+    keys: Keys,
     last_prune_ms: AtomicI64,
 }
 
 impl Limits {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, keys: Keys) -> Self {
         Self {
             store,
+            keys,
             last_prune_ms: AtomicI64::new(0),
         }
     }
 
-    /// Ok, or how long to wait before the next checkout from this address / page cookie.
-    pub async fn checkout(&self, ip: Option<IpAddr>, cookie: &str) -> Result<(), Duration> {
+    /// Ok, or why not another checkout from this address / page cookie.
+    pub async fn checkout(&self, ip: Option<IpAddr>, cookie: &str) -> Result<(), Refusal> {
         if let Some(ip) = ip {
-            self.take(&CHECKOUT_IP, &ip.to_string()).await?;
+            self.take(&CHECKOUT_IP, &network(ip)).await?;
         }
         self.take(&CHECKOUT_COOKIE, cookie).await
     }
 
-    /// Ok, or how long to wait before another sign-in link to `email` / from `ip`.
-    pub async fn signin(&self, ip: Option<IpAddr>, email: &str) -> Result<(), Duration> {
+    /// Ok, or why not another sign-in link to `email` / from `ip`.
+    pub async fn signin(&self, ip: Option<IpAddr>, email: &str) -> Result<(), Refusal> {
         if let Some(ip) = ip {
-            self.take(&SIGNIN_IP, &ip.to_string()).await?;
+            self.take(&SIGNIN_IP, &network(ip)).await?;
         }
         self.take(&SIGNIN_EMAIL, email).await
     }
 
-    async fn take(&self, rule: &Rule, key: &str) -> Result<(), Duration> {
+    async fn take(&self, rule: &Rule, key: &str) -> Result<(), Refusal> {
         let now = chrono::Utc::now().timestamp_millis();
         let taken = self
             .store
             .take_rate_token(
-                &key_for(rule, key),
+                &self.key_for(rule, key),
                 now,
                 rule.every.as_millis() as i64,
                 rule.tolerance().as_millis() as i64,
@@ -95,12 +107,10 @@ impl Limits {
         self.prune(now).await;
         match taken {
             Ok(None) => Ok(()),
-            Ok(Some(wait_ms)) => Err(Duration::from_millis(wait_ms as u64)),
+            Ok(Some(wait_ms)) => Err(Refusal::Wait(Duration::from_millis(wait_ms as u64))),
             Err(e) => {
-                // A database that cannot count cannot take the payment either; the request
-                // goes on and fails there, with the right error.
-                tracing::warn!(error = %e, limit = rule.name, "rate limit not checked");
-                Ok(())
+                tracing::warn!(error = %e, limit = rule.name, "rate limit not counted; refused");
+                Err(Refusal::Uncounted)
             }
         }
     }
@@ -119,13 +129,32 @@ impl Limits {
             tracing::warn!(error = %e, "spent rate-limit keys not swept");
         }
     }
+
+    /// The row's key: the rule and a keyed hash of what it limits, so the table holds no
+    /// address, cookie or email, nor anything that guessing could turn back into one.
+    fn key_for(&self, rule: &Rule, key: &str) -> String {
+        format!(
+            "{}:{}",
+            rule.name,
+            self.keys
+                .mac("rate-limit", &format!("{}\0{key}", rule.name))
+        )
+    }
 }
 
-/// The row's key: the rule and a hash of what it limits, so no address, cookie or email is
-/// stored.
-fn key_for(rule: &Rule, key: &str) -> String {
-    let digest = Sha256::digest(format!("{}\0{key}", rule.name));
-    format!("{}:{}", rule.name, hex::encode(&digest[..16]))
+/// What an address limit counts by: an IPv4 address, or an IPv6 /64 (one home or phone
+/// gets a whole /64, so single IPv6 addresses would be free for the taking).
+fn network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 #[cfg(test)]
@@ -135,7 +164,11 @@ mod tests {
     async fn limits() -> (Limits, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("l.db").display());
-        (Limits::new(Store::connect(&url).await.unwrap()), dir)
+        let store = Store::connect(&url).await.unwrap();
+        (
+            Limits::new(store, Keys::new(b"limits-test-key".to_vec())),
+            dir,
+        )
     }
 
     #[tokio::test]
@@ -145,7 +178,9 @@ mod tests {
         for _ in 0..5 {
             limits.checkout(Some(ip), "phone-a").await.unwrap();
         }
-        let wait = limits.checkout(Some(ip), "phone-a").await.unwrap_err();
+        let Err(Refusal::Wait(wait)) = limits.checkout(Some(ip), "phone-a").await else {
+            panic!("the sixth checkout from one phone is held back");
+        };
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(6),
             "{wait:?}"
@@ -158,63 +193,41 @@ mod tests {
         let (limits, _dir) = limits().await;
         let store = &limits.store;
         // Two replicas are two callers of the same rows: the key's allowance is one.
-        let (every, tolerance) = (1_000, 2_000);
-        for t in [0, 0, 0] {
-            assert_eq!(
-                store
-                    .take_rate_token("k", t, every, tolerance)
-                    .await
-                    .unwrap(),
-                None
-            );
+        let take = |t: i64| store.take_rate_token("k", t, 1_000, 2_000);
+        for _ in 0..3 {
+            assert_eq!(take(0).await.unwrap(), None);
         }
         assert_eq!(
-            store
-                .take_rate_token("k", 0, every, tolerance)
-                .await
-                .unwrap(),
+            take(0).await.unwrap(),
             Some(1_000),
             "a burst of three, then the next is a second away"
         );
-        assert_eq!(
-            store
-                .take_rate_token("k", 999, every, tolerance)
-                .await
-                .unwrap(),
-            Some(1)
-        );
-        assert_eq!(
-            store
-                .take_rate_token("k", 1_000, every, tolerance)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(take(999).await.unwrap(), Some(1));
+        assert_eq!(take(1_000).await.unwrap(), None);
         // Refused requests do not push the allowance further away.
-        assert_eq!(
-            store
-                .take_rate_token("k", 1_000, every, tolerance)
-                .await
-                .unwrap(),
-            Some(1_000)
-        );
+        assert_eq!(take(1_000).await.unwrap(), Some(1_000));
+        assert_eq!(take(1_500).await.unwrap(), Some(500));
         // Long idle: a whole burst again, and the spent row can be swept.
         assert_eq!(store.prune_rate_limits(10_000).await.unwrap(), 1);
         for _ in 0..3 {
-            assert_eq!(
-                store
-                    .take_rate_token("k", 10_000, every, tolerance)
-                    .await
-                    .unwrap(),
-                None
-            );
+            assert_eq!(take(10_000).await.unwrap(), None);
         }
     }
 
-    #[test]
-    fn keys_never_hold_what_they_limit() {
-        let key = key_for(&SIGNIN_EMAIL, "player@example.com");
+    #[tokio::test]
+    async fn keys_never_hold_what_they_limit() {
+        let (limits, _dir) = limits().await;
+        let key = limits.key_for(&SIGNIN_EMAIL, "player@example.com");
         assert!(key.starts_with("signin-email:") && !key.contains("example"));
-        assert_ne!(key, key_for(&SIGNIN_IP, "player@example.com"));
+        assert_ne!(key, limits.key_for(&SIGNIN_IP, "player@example.com"));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let net = |s: &str| network(s.parse().unwrap());
+        assert_eq!(net("2001:db8:1:2:aaaa::1"), net("2001:db8:1:2:bbbb::9"));
+        assert_ne!(net("2001:db8:1:2::1"), net("2001:db8:1:3::1"));
+        assert_eq!(net("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(net("192.0.2.7"), "192.0.2.7");
     }
 }

@@ -10,7 +10,7 @@ mod home;
 pub mod html;
 mod limits;
 
-pub use limits::Limits;
+pub use limits::{Limits, Refusal};
 mod pay;
 mod status;
 mod wallet;

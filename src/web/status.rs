@@ -4,15 +4,29 @@
 //! `GET /metrics` (Prometheus).
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 
 use super::AppState;
 
+/// How long the health answers wait for the database: probes give up after a second or so,
+/// and a database that cannot answer a ping sooner is not one to send traffic to.
+const DB_PATIENCE: Duration = Duration::from_millis(500);
+
+async fn database_answers(state: &AppState) -> bool {
+    tokio::time::timeout(DB_PATIENCE, state.store.ping())
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
-    let db_ok = state.store.ping().await.is_ok();
+    let db_ok = database_answers(&state).await;
     let pending = if db_ok {
-        state.store.count_unpublished().await.ok()
+        tokio::time::timeout(DB_PATIENCE, state.store.count_unpublished())
+            .await
+            .ok()
+            .and_then(Result::ok)
     } else {
         None
     };
@@ -54,7 +68,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
 
 /// Ready to take traffic: the database answers and the server's MQTT connection is up.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    let database = state.store.ping().await.is_ok();
+    let database = database_answers(&state).await;
     let mqtt = state.stats.is_connected();
     let body = serde_json::json!({
         "ready": database && mqtt,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::pay::{
     checked_form, csrf_for, guard_form, new_nonce, pay_cookie, phone_wallet, wallet_cookie,
 };
-use super::{html, AppState};
+use super::{html, AppState, Refusal};
 use crate::domain::wallet::{custom_topup, default_packages, TopupPackage, WalletLimits};
 use crate::domain::{Currency, LedgerKind, MachineId, Money};
 use crate::error::{AppError, PageError};
@@ -501,14 +501,25 @@ async fn email_form(
         AppError::Unprocessable(e.to_string()).page("Please check the email", back.clone())
     })?;
     let client = crate::web::client::addr(req);
-    if let Err(wait) = state.limits.signin(client, &email).await {
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        tracing::warn!(client = ?client, "wallet email links rate-limited");
-        return Err(AppError::TooManyRequests {
-            message: format!("Too many emails asked for. Please try again in {minutes} minute(s)."),
-            retry_after_secs: wait.as_secs().max(1),
+    match state.limits.signin(client, &email).await {
+        Ok(()) => {}
+        Err(Refusal::Wait(wait)) => {
+            let minutes = wait.as_secs().div_ceil(60).max(1);
+            tracing::warn!(client = ?client, "wallet email links rate-limited");
+            return Err(AppError::TooManyRequests {
+                message: format!(
+                    "Too many emails asked for. Please try again in {minutes} minute(s)."
+                ),
+                retry_after_secs: wait.as_secs().max(1),
+            }
+            .page("Too many attempts", back));
         }
-        .page("Too many attempts", back));
+        Err(Refusal::Uncounted) => {
+            return Err(AppError::Unavailable(
+                "Sign-in links are paused for a moment. Please try again shortly.".into(),
+            )
+            .page("Please try again", back));
+        }
     }
     if !state.mailer.is_configured() {
         return Ok(Err(notice(

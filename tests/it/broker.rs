@@ -450,9 +450,13 @@ async fn cabinets_connect_over_tls_with_a_self_signed_certificate() {
     }
 }
 
-/// Runs the coinpulse binary on `db`; its stdout, after asserting it succeeded.
+/// Runs the coinpulse binary on `db`, with the test servers' master key; its stdout, after
+/// asserting it succeeded.
 fn coinpulse_ok(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> String {
-    let (code, printed) = coinpulse_tool(&db.url, args, env);
+    let env: Vec<(&str, &str)> = std::iter::once(("SECRET_KEY", SECRET_KEY))
+        .chain(env.iter().copied())
+        .collect();
+    let (code, printed) = coinpulse_tool(&db.url, args, &env);
     assert_eq!(code, 0, "{args:?}: {printed}");
     printed
 }
@@ -474,6 +478,8 @@ fn add_cabinet(db: &TestDb, id: &str) -> String {
 #[tokio::test]
 async fn mosquitto_config_gives_an_external_broker_the_embedded_ones_rights() {
     let db = TestDb::new().await;
+    // No server runs on this database: the deploy step that makes it.
+    coinpulse_ok(&db, &["migrate"], &[]);
     let (a, b) = (unique("cab"), unique("cab"));
     let secret_a = add_cabinet(&db, &a);
     let secret_b = add_cabinet(&db, &b);
@@ -673,37 +679,45 @@ async fn an_external_broker_that_asks_for_a_client_certificate_gets_the_servers(
 async fn the_server_and_cabinets_reach_mosquitto_over_websockets_plain_and_tls() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let Some(broker) = start_mosquitto(d, "allow_anonymous true\n").await else {
+    let db = TestDb::new().await;
+    let (cert, key) = (d.join("ws.pem"), d.join("ws-key.pem"));
+    coinpulse_ok(
+        &db,
+        &[
+            "tls",
+            "self-signed",
+            "--host",
+            "127.0.0.1",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    // Mosquitto's own websockets listeners, plain and TLS. (Given an address as well as a
+    // port, Mosquitto 2.0 cannot open one.)
+    let (ws, wss) = (free_port(), free_port());
+    let lines = format!(
+        "allow_anonymous true\nlistener {ws}\nprotocol websockets\n\
+         listener {wss}\nprotocol websockets\ncertfile {}\nkeyfile {}\n",
+        cert.display(),
+        key.display()
+    );
+    let Some(_broker) = start_mosquitto(d, &lines).await else {
         eprintln!("no mosquitto binary here; skipped");
         return;
     };
-    let upstream = broker.uri.trim_start_matches("tcp://").to_owned();
-    for scheme in ["ws", "wss"] {
+    for (url, ca) in [
+        (format!("ws://127.0.0.1:{ws}"), None),
+        (format!("wss://127.0.0.1:{wss}"), Some(cert.clone())),
+    ] {
         let db = TestDb::new().await;
-        let (cert, key) = (d.join("ws.pem"), d.join("ws-key.pem"));
-        let tls = (scheme == "wss").then(|| {
-            coinpulse_ok(
-                &db,
-                &[
-                    "tls",
-                    "self-signed",
-                    "--host",
-                    "127.0.0.1",
-                    "--cert",
-                    cert.to_str().unwrap(),
-                    "--key",
-                    key.to_str().unwrap(),
-                ],
-                &[],
-            );
-            tls_acceptor(&cert, &key)
-        });
-        let bridge = ws_bridge(&upstream, tls).await;
         let app = spawn_app_with(
             &db,
             AppOptions {
-                mqtt_url: Some(format!("{scheme}://{}", bridge.addr)),
-                mqtt_ca_file: (scheme == "wss").then(|| cert.clone()),
+                mqtt_url: Some(url.clone()),
+                mqtt_ca_file: ca,
                 ..AppOptions::default()
             },
         )
@@ -711,17 +725,13 @@ async fn the_server_and_cabinets_reach_mosquitto_over_websockets_plain_and_tls()
         // The cabinet (the agent's library) is given the same URL and CA.
         let mut cab = app.cabinet(100, "usd").await;
         let (code, _) = app.post_webhook(&paid(&cab.machine_id, 100, "usd")).await;
-        assert_eq!(code, 200, "{scheme}");
+        assert_eq!(code, 200, "{url}");
         let pulse = cab.expect_credit().await;
-        assert_eq!(pulse.credits, 1, "{scheme}");
+        assert_eq!(pulse.credits, 1, "{url}");
         app.eventually("the ack comes back over the same transport", || async {
             app.pulses(&cab.machine_id).await[0]["acked_at"].is_string()
         })
         .await;
-        assert!(
-            bridge.sessions.load(std::sync::atomic::Ordering::SeqCst) >= 2,
-            "{scheme}: the server and the cabinet both came through the WebSocket listener"
-        );
     }
 }
 

@@ -185,6 +185,10 @@ async fn migrate_check_reports_pending_migrations_without_applying_them() {
     // A database no coinpulse has touched: everything pending, and still after the check.
     let db = TestDb::new().await;
     let url = &db.url;
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        // An empty file is an empty SQLite database; a missing one is an error (below).
+        std::fs::File::create(path.split('?').next().unwrap()).unwrap();
+    }
     let (code, out) = coinpulse(&["migrate", "--check"], url);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("pending: 0001"), "{out}");
@@ -264,6 +268,28 @@ async fn tools_read_the_services_env_file_and_never_create_a_stray_database() {
     ]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("/nonexistent/coinpulse.env"), "{out}");
+    // Pointed at the server's database but without its key, a tool does not make one up.
+    let (code, out) = run_tool(
+        std::process::Command::new(env!("CARGO_BIN_EXE_coinpulse"))
+            .args(["cabinet", "list"])
+            .current_dir(dir.path())
+            .env("DATABASE_URL", &db.url)
+            .env_remove("SECRET_KEY")
+            .env("BIND", format!("127.0.0.1:{}", free_port())),
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("SECRET_KEY") && out.contains("no key file"),
+        "{out}"
+    );
+    if db.url.starts_with("sqlite:") {
+        let beside_db = coinpulse::config::key_file_path(&db.url);
+        assert!(
+            !beside_db.exists(),
+            "no key made at {}",
+            beside_db.display()
+        );
+    }
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -13,7 +13,7 @@ pub use wallet::play_from_wallet;
 
 use actix_web::HttpResponse;
 
-use super::{html, AppState};
+use super::{html, AppState, Refusal};
 use crate::domain::{
     offered_bundles, random_token, unavailable, Bundle, Cabinet, Currency, MachineId,
 };
@@ -172,16 +172,22 @@ pub(super) async fn guard_form(
         );
     };
     let client = crate::web::client::addr(req);
-    if let Err(wait) = state.limits.checkout(client, &cookie).await {
-        tracing::warn!(scope, client = ?client, "player form rate-limited");
-        let secs = wait.as_secs().max(1);
-        return Err(AppError::TooManyRequests {
-            message: format!("Too many payment attempts from this phone. Please wait {secs} seconds and try again."),
-            retry_after_secs: secs,
+    match state.limits.checkout(client, &cookie).await {
+        Ok(()) => Ok(cookie),
+        Err(Refusal::Wait(wait)) => {
+            tracing::warn!(scope, client = ?client, "player form rate-limited");
+            let secs = wait.as_secs().max(1);
+            Err(AppError::TooManyRequests {
+                message: format!("Too many payment attempts from this phone. Please wait {secs} seconds and try again."),
+                retry_after_secs: secs,
+            }
+            .page("Too many attempts", Some(back.to_owned())))
         }
-        .page("Too many attempts", Some(back.to_owned())));
+        Err(Refusal::Uncounted) => Err(AppError::Unavailable(
+            "Payments are paused for a moment. Please try again shortly.".into(),
+        )
+        .page("Please try again", Some(back.to_owned()))),
     }
-    Ok(cookie)
 }
 
 /// The pay cookie a page keeps (or a new one), and the cookie to set for it.

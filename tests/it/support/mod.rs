@@ -11,7 +11,6 @@ mod server;
 mod smtp;
 pub mod stripe;
 mod webhooks;
-mod ws_bridge;
 
 pub use agent::*;
 pub use app::*;
@@ -22,4 +21,3 @@ pub use phone::*;
 pub use server::*;
 pub use smtp::*;
 pub use webhooks::*;
-pub use ws_bridge::*;
