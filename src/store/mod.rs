@@ -80,6 +80,10 @@ pub struct Store {
     /// before anyone hears "done", so a pulse can leave between the two (see `writer`).
     /// The pool itself on PostgreSQL.
     writer: AnyPool,
+    /// For writes nothing is lost by forgetting (rate-limit counters): on SQLite one
+    /// connection that commits without an fsync, so a player's tap does not wait on the
+    /// disk for them. The pool itself on PostgreSQL.
+    volatile: AnyPool,
     /// The SQLite write-ahead log that [`Store::sync`] fsyncs.
     wal: Option<std::sync::Arc<std::path::PathBuf>>,
     backend: Backend,
@@ -130,22 +134,24 @@ impl Store {
             wal.push("-wal");
             std::sync::Arc::new(std::path::PathBuf::from(wal))
         });
-        let writer = match (&wal, backend) {
-            (Some(_), Backend::Sqlite) => {
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(move |conn, _| Box::pin(tune(conn, backend, "NORMAL")))
-                    .connect_with(options)
-                    .await?
-            }
-            _ => pool.clone(),
+        // One connection committing without an fsync (WAL, synchronous = NORMAL).
+        let unsynced = || {
+            AnyPoolOptions::new()
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |conn, _| Box::pin(tune(conn, backend, "NORMAL")))
+                .connect_with(options.clone())
+        };
+        let (writer, volatile) = match (&wal, backend) {
+            (Some(_), Backend::Sqlite) => (unsynced().await?, unsynced().await?),
+            _ => (pool.clone(), pool.clone()),
         };
         let store = Self {
             pool,
             writer,
+            volatile,
             wal: wal.filter(|_| backend == Backend::Sqlite),
             backend,
             replica: replica_name().into(),
@@ -376,6 +382,7 @@ impl Store {
 
     pub async fn close(&self) {
         self.writer.close().await;
+        self.volatile.close().await;
         self.pool.close().await;
     }
 }

@@ -27,14 +27,14 @@ impl Store {
         .bind(now_ms)
         .bind(every_ms)
         .bind(tolerance_ms)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.volatile)
         .await?;
         if taken.is_some() {
             return Ok(None);
         }
         let tat: i64 = sqlx::query_scalar("SELECT tat FROM rate_limits WHERE key = $1")
             .bind(key)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.volatile)
             .await?;
         Ok(Some((tat - now_ms - tolerance_ms).max(1)))
     }
@@ -43,7 +43,7 @@ impl Store {
     pub async fn prune_rate_limits(&self, now_ms: i64) -> Result<u64, StoreError> {
         Ok(sqlx::query("DELETE FROM rate_limits WHERE tat < $1")
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&self.volatile)
             .await?
             .rows_affected())
     }
