@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use crate::domain::Keys;
+use crate::error::{AppError, PageError};
 use crate::store::Store;
 
 /// Why a request may not go on.
@@ -18,6 +19,28 @@ pub enum Refusal {
     /// to Stripe before it writes anything, so a database taking no writes would otherwise
     /// open sessions without limit.
     Uncounted,
+}
+
+impl Refusal {
+    /// The page for a refused player form: 429 with Retry-After and `too_many(wait)`, or
+    /// 503 with `paused` when the request could not be counted.
+    pub fn into_page(
+        self,
+        too_many: impl FnOnce(Duration) -> String,
+        paused: &str,
+        back: Option<String>,
+    ) -> PageError {
+        match self {
+            Refusal::Wait(wait) => AppError::TooManyRequests {
+                message: too_many(wait),
+                retry_after_secs: wait.as_secs().max(1),
+            }
+            .page("Too many attempts", back),
+            Refusal::Uncounted => {
+                AppError::Unavailable(paused.to_owned()).page("Please try again", back)
+            }
+        }
+    }
 }
 
 /// One kind of limit: a request per `every`, with bursts of up to `burst` at once.

@@ -9,12 +9,12 @@ mod gameover;
 mod home;
 pub mod html;
 mod limits;
-
-pub use limits::{Limits, Refusal};
 mod pay;
 mod status;
 mod wallet;
 mod webhooks;
+
+pub use limits::{Limits, Refusal};
 
 use std::sync::Arc;
 

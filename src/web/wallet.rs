@@ -501,26 +501,23 @@ async fn email_form(
         AppError::Unprocessable(e.to_string()).page("Please check the email", back.clone())
     })?;
     let client = crate::web::client::addr(req);
-    match state.limits.signin(client, &email).await {
-        Ok(()) => {}
-        Err(Refusal::Wait(wait)) => {
-            let minutes = wait.as_secs().div_ceil(60).max(1);
-            tracing::warn!(client = ?client, "wallet email links rate-limited");
-            return Err(AppError::TooManyRequests {
-                message: format!(
-                    "Too many emails asked for. Please try again in {minutes} minute(s)."
-                ),
-                retry_after_secs: wait.as_secs().max(1),
+    state
+        .limits
+        .signin(client, &email)
+        .await
+        .map_err(|refusal| {
+            if matches!(refusal, Refusal::Wait(_)) {
+                tracing::warn!(client = ?client, "wallet email links rate-limited");
             }
-            .page("Too many attempts", back));
-        }
-        Err(Refusal::Uncounted) => {
-            return Err(AppError::Unavailable(
-                "Sign-in links are paused for a moment. Please try again shortly.".into(),
+            refusal.into_page(
+                |wait| {
+                    let minutes = wait.as_secs().div_ceil(60).max(1);
+                    format!("Too many emails asked for. Please try again in {minutes} minute(s).")
+                },
+                "Sign-in links are paused for a moment. Please try again shortly.",
+                back.clone(),
             )
-            .page("Please try again", back));
-        }
-    }
+        })?;
     if !state.mailer.is_configured() {
         return Ok(Err(notice(
             "Email is not set up here",

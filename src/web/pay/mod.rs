@@ -172,22 +172,20 @@ pub(super) async fn guard_form(
         );
     };
     let client = crate::web::client::addr(req);
-    match state.limits.checkout(client, &cookie).await {
-        Ok(()) => Ok(cookie),
-        Err(Refusal::Wait(wait)) => {
+    state.limits.checkout(client, &cookie).await.map_err(|refusal| {
+        if matches!(refusal, Refusal::Wait(_)) {
             tracing::warn!(scope, client = ?client, "player form rate-limited");
-            let secs = wait.as_secs().max(1);
-            Err(AppError::TooManyRequests {
-                message: format!("Too many payment attempts from this phone. Please wait {secs} seconds and try again."),
-                retry_after_secs: secs,
-            }
-            .page("Too many attempts", Some(back.to_owned())))
         }
-        Err(Refusal::Uncounted) => Err(AppError::Unavailable(
-            "Payments are paused for a moment. Please try again shortly.".into(),
+        refusal.into_page(
+            |wait| {
+                let secs = wait.as_secs().max(1);
+                format!("Too many payment attempts from this phone. Please wait {secs} seconds and try again.")
+            },
+            "Payments are paused for a moment. Please try again shortly.",
+            Some(back.to_owned()),
         )
-        .page("Please try again", Some(back.to_owned()))),
-    }
+    })?;
+    Ok(cookie)
 }
 
 /// The pay cookie a page keeps (or a new one), and the cookie to set for it.
